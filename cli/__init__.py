@@ -1,0 +1,1 @@
+"""The ``ragmm`` command line (typer)."""

@@ -1,0 +1,178 @@
+"""The joints of ragmm's data flow: index -> store -> route -> retrieve -> rerank -> generate.
+
+Each protocol is small; implementations are registered by name in :mod:`ragmm.registry`
+and each has one contract test suite run over every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ragmm.types import Answer, Hit, Query
+
+Distance = Literal["cosine", "dot", "euclid"]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpec:
+    """One named vector of a collection: ``size`` floats, or a bag of them (multivector)."""
+
+    size: int
+    distance: Distance = "cosine"
+    multivector: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    """What a collection holds and which encoder built it.
+
+    A store remembers the spec; asking a collection with another encoder or dimension is an
+    :class:`~ragmm.errors.EncoderMismatchError`, not garbage results.
+    """
+
+    name: str
+    vectors: Mapping[str, VectorSpec]
+    encoder: str
+    modality: str = "text"
+    payload_indexes: tuple[str, ...] = ("source", "source_hash", "content_hash", "modality")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "vectors": {k: {"size": v.size, "distance": v.distance, "multivector": v.multivector} for k, v in self.vectors.items()},
+            "encoder": self.encoder,
+            "modality": self.modality,
+            "payload_indexes": list(self.payload_indexes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CollectionSpec:
+        return cls(
+            name=d["name"],
+            vectors={k: VectorSpec(**v) for k, v in d["vectors"].items()},
+            encoder=d["encoder"],
+            modality=d.get("modality", "text"),
+            payload_indexes=tuple(d.get("payload_indexes", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A payload filter: every ``must`` field equals its value (a list means any of them),
+    no ``must_not`` field equals its value."""
+
+    must: Mapping[str, Any] = field(default_factory=dict)
+    must_not: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StoredPoint:
+    """A point as written to or read from a store. ``vectors`` maps vector name to a
+    list of floats (dense) or a list of lists (multivector)."""
+
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, Any] = field(default_factory=dict)
+    score: float = 0.0
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A vector store holding one collection per corpus."""
+
+    def create_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection, or check that the existing one has the same spec.
+
+        Raises:
+            EncoderMismatchError: the collection exists with another encoder or vectors.
+        """
+
+    def get_spec(self, name: str) -> CollectionSpec | None:
+        """The spec the collection was created with, or ``None`` if it does not exist."""
+
+    def collections(self) -> list[str]:
+        """Names of the existing collections."""
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and everything in it (no error if it does not exist)."""
+
+    def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
+        """Insert or replace points by id."""
+
+    def search(
+        self, name: str, vector: Any, *, using: str, limit: int, where: Where | None = None, hnsw_ef: int | None = None
+    ) -> list[StoredPoint]:
+        """Nearest points to ``vector`` (a list of floats, or of lists for a multivector),
+        best first, with payloads and ``score`` set."""
+
+    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]:
+        """Points by id (missing ids are left out)."""
+
+    def scroll(self, name: str, where: Where | None = None, *, with_vectors: bool = False, batch: int = 256) -> Iterator[StoredPoint]:
+        """Every point matching ``where``, in batches."""
+
+    def count(self, name: str, where: Where | None = None) -> int:
+        """Number of points matching ``where`` (0 for a missing collection)."""
+
+    def delete(self, name: str, where: Where) -> None:
+        """Delete the points matching ``where``."""
+
+    def flush(self) -> None:
+        """Make every write durable."""
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns inputs into L2-normalised vectors; ``name`` identifies the model for collections."""
+
+    name: str
+    dim: int
+    modality: str
+
+    def encode_query(self, inputs: Sequence[Any]) -> np.ndarray:
+        """(N, dim) float32 query embeddings."""
+
+    def encode_document(self, inputs: Sequence[Any]) -> np.ndarray:
+        """(N, dim) float32 document embeddings."""
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Finds the best items of one corpus for a query."""
+
+    def retrieve(self, query: Query, corpus: str, k: int) -> list[Hit]:
+        """Up to ``k`` hits, best first; an empty or missing corpus gives ``[]``."""
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Chooses which corpora a query needs (possibly none)."""
+
+    def route(self, query: Query, available: Sequence[str]) -> list[str]:
+        """The corpora to search, a subset of ``available``."""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Reorders hits and keeps only the relevant ones, up to ``k``."""
+
+    def rerank(self, query: Query, hits: Sequence[Hit], k: int) -> list[Hit]:
+        """At most ``k`` hits, best first."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Writes an answer from numbered evidence; cites only evidence it was given."""
+
+    name: str
+
+    def generate(self, query: Query, evidence: Sequence[Hit]) -> Answer:
+        """An :class:`~ragmm.types.Answer` whose citations point into ``evidence``."""

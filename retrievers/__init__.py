@@ -1,0 +1,1 @@
+"""Retrievers: dense dual encoders now, late interaction later."""

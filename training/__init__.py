@@ -1,0 +1,1 @@
+"""Training of ragmm retrievers, router and reranker (``ragmm train``)."""
