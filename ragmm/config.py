@@ -33,6 +33,12 @@ from ragmm.errors import ConfigError
 DEFAULT_CONFIG_NAME = "ragmm.toml"
 
 
+class NoOptions(BaseModel):
+    """The settings of a component that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ComponentSpec(BaseModel):
     """A component section: ``type`` plus the implementation's own settings."""
 
@@ -100,12 +106,11 @@ class Config(BaseModel):
         """
         from ragmm.registry import registry
 
-        cls = registry.get(kind, spec.type)
-        model = getattr(cls, "Config", None)
-        if model is None:
-            if spec.options():
-                raise ConfigError(f"{self._where(where)}: {kind} {spec.type!r} takes no options, got {sorted(spec.options())}")
-            return BaseModel()
+        try:
+            cls = registry.get(kind, spec.type)
+        except ConfigError as exc:
+            raise ConfigError(f"{self._where(where)}: {exc}") from None
+        model = getattr(cls, "Config", NoOptions)
         try:
             return model.model_validate(spec.options())
         except ValidationError as exc:
@@ -125,8 +130,15 @@ class Config(BaseModel):
         return f"{self.source or 'config'} [{section}]"
 
     def to_toml(self) -> str:
-        """The effective config as TOML (what ``ragmm config`` prints)."""
+        """The effective config as TOML, every default filled in (what ``ragmm config`` prints)."""
         data = self.model_dump(exclude={"source"})
+
+        def resolved(kind: str, spec: ComponentSpec, where: str) -> dict[str, Any]:
+            return {"type": spec.type, **self.component_config(kind, spec, where).model_dump()}
+
+        for kind in ("store", "retriever", "router", "reranker", "generator"):
+            data[kind] = resolved(kind, getattr(self, kind), kind)
+        data["encoders"] = {m: resolved("encoder", spec, f"encoders.{m}") for m, spec in self.encoders.items()}
         return _dump_toml(data)
 
 

@@ -1,6 +1,6 @@
 """The source ledger: which sources are fully indexed, and at which content hash.
 
-It lives in the store itself (collection ``_sources``) so it travels with the corpora to a
+It lives in the store itself (collection ``sources``) so it travels with the corpora to a
 server on ``ragmm sync``. A source is marked complete only after all its items of every
 corpus are written, so a run killed half-way redoes the unfinished sources on resume; point
 ids are deterministic, so redoing them adds no duplicates.
@@ -17,7 +17,7 @@ from typing import Any
 from ragmm.protocols import CollectionSpec, Store, StoredPoint, VectorSpec, Where
 from ragmm.types import ID_NAMESPACE
 
-LEDGER = "_sources"
+LEDGER = "sources"
 # Qdrant collections need a vector; the ledger's is a constant placeholder.
 _SPEC = CollectionSpec(name=LEDGER, vectors={"none": VectorSpec(size=1, distance="dot")}, encoder="none", modality="none", payload_indexes=("source",))
 
