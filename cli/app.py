@@ -5,46 +5,21 @@ Every command reads ``ragmm.toml`` from the working directory (or ``--config FIL
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from pathlib import Path
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
+from ragmm.cli.common import ConfigOpt, quiet_libraries, user_errors
+from ragmm.cli.evaluate import eval_app
+from ragmm.cli.train import train_app
+
 app = typer.Typer(help="Multimodal RAG over your files, offline: index, then ask.", no_args_is_help=True, add_completion=False)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (default: ./ragmm.toml if present)")]
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="embedded store folder (overrides [store] path)")]
-
-
-def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """Print ragmm's own errors as one line naming what to fix, exit code 1 (no traceback)."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        from ragmm.errors import RagmmError
-
-        try:
-            fn(*args, **kwargs)
-        except RagmmError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return run
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _pipeline(config: Path | None, store: Path | None = None) -> Any:
@@ -55,7 +30,7 @@ def _pipeline(config: Path | None, store: Path | None = None) -> Any:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def index(
     paths: Annotated[list[Path], typer.Argument(help="files and folders to index (recursively)")],
     corpus_root: Annotated[Path | None, typer.Option(help="store source paths relative to this folder")] = None,
@@ -64,7 +39,7 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Index text documents (txt, md, rst, html, pdf) into the paragraph and document corpora."""
-    _quiet_libraries()
+    quiet_libraries()
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -80,7 +55,7 @@ def index(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def ask(
     question: Annotated[str, typer.Argument(help="your question")],
     k: Annotated[int | None, typer.Option("--k", "-k", help="evidence items to retrieve and cite")] = None,
@@ -90,7 +65,7 @@ def ask(
     store: StoreOpt = None,
 ) -> None:
     """Answer a question from the indexed corpora, citing its evidence as [1], [2]..."""
-    _quiet_libraries()
+    quiet_libraries()
     with _pipeline(config, store) as pipe:
         answer = pipe.ask(question, k=k, corpora=corpus)
     if as_json:
@@ -115,7 +90,7 @@ def ask(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def corpora(config: ConfigOpt = None, store: StoreOpt = None) -> None:
     """List corpora with item counts and the encoder each was built with."""
     from rich.console import Console
@@ -135,7 +110,7 @@ def corpora(config: ConfigOpt = None, store: StoreOpt = None) -> None:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def remove(
     path: Annotated[Path, typer.Argument(help="a source file, a folder (every source under it), or a source as listed")],
     corpus_root: Annotated[Path | None, typer.Option(help="the --corpus-root used when indexing")] = None,
@@ -152,7 +127,7 @@ def remove(
 
 
 @app.command("config")
-@_user_errors
+@user_errors
 def show_config(config: ConfigOpt = None) -> None:
     """Print the effective configuration (defaults filled in) as TOML."""
     from ragmm.config import load_config
@@ -161,7 +136,7 @@ def show_config(config: ConfigOpt = None) -> None:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def sync(
     url: Annotated[str, typer.Option(help="Qdrant server URL, e.g. http://localhost:6333")],
     api_key: Annotated[str | None, typer.Option(envvar="QDRANT_API_KEY", help="API key (or $QDRANT_API_KEY)")] = None,

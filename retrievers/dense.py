@@ -57,6 +57,14 @@ class DenseRetriever:
                     self._cache.popitem(last=False)
         return vec
 
+    def prime(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Fill the query cache with embeddings computed in bulk (evaluation encodes all
+        queries in batches first)."""
+        for text, vec in zip(texts, vectors, strict=True):
+            self._cache[text] = vec
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
     def retrieve(self, query: Query, corpus: str, k: int, where: Where | None = None) -> list[Hit]:
         spec = self.store.get_spec(corpus)
         if spec is None:

@@ -1,6 +1,5 @@
 """A run killed with SIGKILL half-way resumes without duplicates or loss."""
 
-import os
 import signal
 import subprocess
 import sys

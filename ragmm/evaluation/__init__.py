@@ -1,0 +1,1 @@
+"""Evaluation of retrievers (``ragmm eval retrieval``): ranx metrics, JSON report, PNG plots."""

@@ -1,0 +1,145 @@
+"""``train.toml``: what ``ragmm train retriever`` reads.
+
+Example::
+
+    [model]
+    base = "all-MiniLM-L6-v2"        # packaged alias, local folder or hub id
+
+    [data]
+    train = "data/wordnet/train.jsonl"  # JSONL, parquet, or a `datasets` folder saved to disk
+
+    [loss]
+    type = "clip"                    # a name of ragmm.training.losses.LOSSES
+    temperature = 0.05
+
+    [train]
+    epochs = 1
+    batch_size = 64
+    learning_rate = 1e-4
+
+    [mine]                           # used with --mine-negatives
+    negatives = 3
+
+    [eval]                           # held-out evaluation before and after training
+    queries = "data/wordnet/test/queries.jsonl"
+    qrels = "data/wordnet/test/qrels.tsv"
+    corpus_file = "data/wordnet/test/corpus.jsonl"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragmm.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSection(_Section):
+    kind: Literal["text"] = Field("text", description="text dual encoder (image-text and late interaction come with their corpora)")
+    base: str = Field("all-MiniLM-L6-v2", description="starting checkpoint: packaged alias, local folder or hub id")
+    max_seq_length: int | None = Field(None, gt=0)
+
+
+class DataSection(_Section):
+    train: str = Field(..., description="JSONL, parquet, or a datasets folder saved with save_to_disk")
+    query_column: str = "query"
+    positive_column: str = "positive"
+    negative_prefix: str = Field("negative", description="columns starting with this are hard negatives, in name order")
+    max_samples: int | None = Field(None, gt=0, description="use only the first N rows (quick runs)")
+
+
+class LossSection(_Section):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field("clip", description="a name of ragmm.training.losses.LOSSES")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainSection(_Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
+    batch_size: int = Field(64, gt=1, description="per device; in-batch negatives grow with it")
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp32")
+    save_steps: int = Field(500, gt=0, description="checkpoint every N steps (--resume continues from the last)")
+    save_total_limit: int = Field(2, gt=0)
+    logging_steps: int = Field(10, gt=0)
+    seed: int = 42
+    dataloader_workers: int = Field(0, ge=0)
+
+
+class MineSection(_Section):
+    negatives: int = Field(3, gt=0, description="hard negatives added per query")
+    top_k: int = Field(30, gt=0, description="candidates searched per query")
+    max_score_ratio: float = Field(
+        0.95, gt=0, le=1, description="skip candidates scoring above this fraction of the positive's score: likely false negatives (NV-Retriever, TopK-PercPos)"
+    )
+    corpus_file: str | None = Field(None, description="JSONL {id, text} to mine from; default: the training positives")
+    corpus: str | None = Field(None, description="or a corpus of the ragmm store in ragmm.toml")
+
+
+class EvalSection(_Section):
+    queries: str
+    qrels: str
+    corpus_file: str | None = None
+    corpus: str | None = None
+    before: bool = Field(True, description="also evaluate the starting checkpoint")
+
+
+class TrainConfig(_Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    loss: LossSection = Field(default_factory=LossSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    mine: MineSection = Field(default_factory=MineSection)
+    eval: EvalSection | None = None
+    output: str = Field("models/retriever", description="where the trained checkpoint goes")
+    source: str | None = Field(None, exclude=True)
+
+    def resolve(self, path: str | None) -> Path | None:
+        """A path of the config, relative to the config file's folder."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load and validate a training config.
+
+    Raises:
+        ConfigError: missing file, bad TOML, unknown field, bad value or unknown loss.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: training config not found; see `ragmm train retriever --help` for an example")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc}); fix the syntax") from None
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        cfg = TrainConfig.model_validate({**data, "source": str(p)})
+    except ValidationError as exc:
+        from ragmm.config import _explain
+
+        raise ConfigError(_explain(exc, str(p))) from None
+    from ragmm.training.losses import LOSSES
+
+    if cfg.loss.type not in LOSSES:
+        raise ConfigError(f"{p}: field 'loss.type' (got {cfg.loss.type!r}): unknown loss; known: {', '.join(sorted(LOSSES))}")
+    return cfg
