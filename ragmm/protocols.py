@@ -125,6 +125,10 @@ class Store(Protocol):
     def flush(self) -> None:
         """Make every write durable."""
 
+    def optimize(self, name: str | None = None) -> dict[str, bool]:
+        """Build search indexes (HNSW) after large writes; per collection, whether anything
+        was built. A server that indexes in the background does nothing."""
+
     def close(self) -> None:
         """Release files and connections."""
 

@@ -119,9 +119,7 @@ def index_corpus_file(path: Path, store: Store, encoder: Encoder, name: str = "e
             points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors={"dense": vec}))
         store.upsert(name, points)
     store.flush()
-    optimize = getattr(store, "optimize", None)
-    if optimize is not None:
-        optimize()
+    store.optimize(name)
     return len(rows)
 
 

@@ -120,9 +120,8 @@ class Indexer:
         finally:
             bar.close()
             self.store.flush()
-        optimize = getattr(self.store, "optimize", None)
-        if optimize is not None and report.files_indexed:
-            optimize()
+        if report.files_indexed:
+            self.store.optimize()
         report.seconds = time.perf_counter() - t0
         return report
 
