@@ -11,9 +11,11 @@ nothing valid is cited, cites for each sentence the evidence that supports it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,9 +145,10 @@ class CausalLMGenerator:
             raise ConfigError("[generator] device = 'cuda' but no CUDA GPU is visible; set device = 'auto' or 'cpu'")
         kwargs: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_id, **kwargs)
-            # float32 on CPU: bf16 matmuls are slow on CPUs without AMX; on GPU keep the checkpoint's dtype.
-            model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
+            with _quiet_gguf_progress():
+                tokenizer = AutoTokenizer.from_pretrained(self.model_id, **kwargs)
+                # float32 on CPU: bf16 matmuls are slow on CPUs without AMX; on GPU keep the checkpoint's dtype.
+                model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
         except OSError as exc:
             raise ModelNotFoundError(
                 f"{self.model_id}: cannot load the model ({_first_line(exc)}); set [generator] model to a local folder, "
@@ -316,3 +319,20 @@ def _looks_like_path(model: str) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def _quiet_gguf_progress() -> Iterator[None]:
+    """Hide transformers' per-tensor GGUF conversion bar (plain tqdm, which its logging
+    switches do not reach) while loading, so ``ragmm ask`` prints only the answer."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
