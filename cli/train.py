@@ -27,7 +27,7 @@ def retriever(
     from ragmm.training.config import load_train_config
     from ragmm.training.train import train_retriever
 
-    cfg = load_train_config(config, {"output": str(output) if output else None})
+    cfg = load_train_config(config, {"output": str(output.resolve()) if output else None})
     res = train_retriever(cfg, resume=resume, mine=mine_negatives, progress=not quiet)
     typer.echo(f"saved {res.output}: {res.steps} steps, {res.samples_per_second:.1f} samples/s, final loss {res.final_loss}")
     for name, metrics in (("before", res.eval_before), ("after", res.eval_after)):

@@ -105,11 +105,11 @@ class TrainConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     mine: MineSection = Field(default_factory=MineSection)
     eval: EvalSection | None = None
-    output: str = Field("models/retriever", description="where the trained checkpoint goes")
+    output: str = Field("models/retriever", description="where the trained checkpoint goes (relative paths: to this file's folder)")
     source: str | None = Field(None, exclude=True)
 
     def resolve(self, path: str | None) -> Path | None:
-        """A path of the config, relative to the config file's folder."""
+        """A path named in the config: relative paths are taken from the config file's folder."""
         if path is None:
             return None
         p = Path(path).expanduser()

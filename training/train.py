@@ -212,7 +212,8 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
     from ragmm.training.losses import LOSSES
 
     t = cfg.train
-    out = Path(cfg.output)
+    out = cfg.resolve(cfg.output)
+    assert out is not None
     out.mkdir(parents=True, exist_ok=True)
     load_from, identity = resolve_model(cfg.model.base)
     torch.manual_seed(t.seed)
