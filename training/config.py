@@ -42,7 +42,7 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    kind: Literal["text"] = Field("text", description="text dual encoder (image-text and late interaction come with their corpora)")
+    kind: str = Field("text", description="a name of ragmm.training.kinds.KINDS: text dual encoder, late interaction, image-text")
     base: str = Field("all-MiniLM-L6-v2", description="starting checkpoint: packaged alias, local folder or hub id")
     max_seq_length: int | None = Field(None, gt=0)
 
@@ -140,6 +140,10 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ConfigError(_explain(exc, str(p))) from None
     from ragmm.training.losses import LOSSES
 
+    from ragmm.training.kinds import KINDS
+
+    if cfg.model.kind not in KINDS:
+        raise ConfigError(f"{p}: field 'model.kind' (got {cfg.model.kind!r}): unknown model kind; known: {', '.join(sorted(KINDS))}")
     if cfg.loss.type not in LOSSES:
         raise ConfigError(f"{p}: field 'loss.type' (got {cfg.loss.type!r}): unknown loss; known: {', '.join(sorted(LOSSES))}")
     return cfg

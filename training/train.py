@@ -173,12 +173,12 @@ def _jsonl_logger(path: Path, batch: int) -> Any:
 
 def evaluate_model(model_path: str, cfg: TrainConfig, out_dir: Path, label: str, progress: bool) -> dict[str, float]:
     """Run ``ragmm eval retrieval`` on the ``[eval]`` section with the model at ``model_path``."""
-    from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
     from ragmm.evaluation.retrieval import evaluate_retrieval
+    from ragmm.training.kinds import get_kind
 
     e = cfg.eval
     assert e is not None
-    encoder = SentenceTransformerEncoder(SentenceTransformerEncoder.Config(model=model_path, precision="fp32"))
+    encoder = get_kind(cfg.model.kind).eval_encoder(model_path)
     store = None
     if e.corpus is not None:
         from ragmm.pipeline import Pipeline
@@ -205,10 +205,10 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         A :class:`TrainResult` with steps, throughput, final loss and eval figures.
     """
     import torch
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import DefaultBatchSampler
 
     from ragmm.encoders.sentence_transformer import resolve_model
+    from ragmm.training.kinds import get_kind
     from ragmm.training.losses import LOSSES
 
     t = cfg.train
@@ -217,9 +217,8 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
     out.mkdir(parents=True, exist_ok=True)
     load_from, identity = resolve_model(cfg.model.base)
     torch.manual_seed(t.seed)
-    model = SentenceTransformer(load_from)
-    if cfg.model.max_seq_length:
-        model.max_seq_length = cfg.model.max_seq_length
+    kind = get_kind(cfg.model.kind)
+    model = kind.load(cfg)
     ds = load_pairs(cfg)
     if mine:
         ds = mine_negatives(ds, model, cfg, progress)
@@ -228,7 +227,7 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         eval_before = evaluate_model(load_from, cfg, out / "eval" / "before", "before", progress)
     loss = LOSSES[cfg.loss.type](model, **cfg.loss.options())
     log_file = out / "train_log.jsonl"
-    args = SentenceTransformerTrainingArguments(
+    args = dict(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -249,7 +248,7 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         disable_tqdm=not progress,
         **_precision(t.precision),
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[_jsonl_logger(log_file, t.batch_size * t.gradient_accumulation_steps)])
+    trainer = kind.trainer(model, args, ds, loss, [_jsonl_logger(log_file, t.batch_size * t.gradient_accumulation_steps)])
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(out / "checkpoints") else None)
     seconds = time.perf_counter() - t0
