@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 KINDS: dict[str, str] = {
     "text": "ragmm.training.kinds.text:TextDualEncoder",
+    "late-interaction": "ragmm.training.kinds.late_interaction:LateInteraction",
 }
 
 
