@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,9 +58,10 @@ class DenseRetriever:
                     self._cache.popitem(last=False)
         return vec
 
-    def prime(self, texts: list[str], vectors: np.ndarray) -> None:
+    def prime(self, texts: list[str], vectors: Sequence[Any]) -> None:
         """Fill the query cache with embeddings computed in bulk (evaluation encodes all
-        queries in batches first)."""
+        queries in batches first): (N, D) dense rows, or one (T, D) array per text for a
+        late-interaction encoder."""
         for text, vec in zip(texts, vectors, strict=True):
             self._cache[text] = vec
         while len(self._cache) > self._cache_size:

@@ -88,8 +88,14 @@ def mine_negatives(ds: Dataset, model: Any, cfg: TrainConfig, progress: bool = T
     m = cfg.mine
     queries, positives = list(ds["query"]), list(ds["positive"])
 
-    def enc(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True), dtype=np.float32)
+    def enc(texts: list[str], query: bool) -> Any:
+        # (N, D) for a dense model; a list of (T, D) token matrices for a late-interaction one.
+        fn = model.encode_query if query else model.encode_document
+        out = fn(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True)
+        return [np.asarray(t, dtype=np.float32) for t in out] if isinstance(out, list) else np.asarray(out, dtype=np.float32)
+
+    def score(q: Any, d: Any) -> float:
+        return float((q @ d.T).max(axis=1).sum()) if q.ndim == 2 else float(q @ d)
 
     if m.corpus is not None:
         from ragmm.pipeline import Pipeline
@@ -107,13 +113,16 @@ def mine_negatives(ds: Dataset, model: Any, cfg: TrainConfig, progress: bool = T
         raise ConfigError(f"{cfg.source}: [mine] found an empty corpus to mine negatives from")
     with tempfile.TemporaryDirectory(prefix="ragmm-mine-") as tmp:
         store = EdgeStore(tmp)
-        corpus_vecs = enc(texts)
-        store.create_collection(CollectionSpec("mine", {"dense": VectorSpec(corpus_vecs.shape[1])}, encoder="mining"))
+        corpus_vecs = enc(texts, query=False)
+        multivector = isinstance(corpus_vecs, list)
+        dim = corpus_vecs[0].shape[-1]
+        spec = VectorSpec(dim, "dot", multivector=True) if multivector else VectorSpec(dim)
+        store.create_collection(CollectionSpec("mine", {"dense": spec}, encoder="mining"))
         for i in range(0, len(texts), 2048):
             store.upsert("mine", [StoredPoint(id=j, payload={"i": j}, vectors={"dense": corpus_vecs[j]}) for j in range(i, min(i + 2048, len(texts)))])  # type: ignore[arg-type]
         store.optimize()
-        qv, pv = enc(queries), enc(positives)
-        pos_scores = (qv * pv).sum(axis=1)  # (N,)
+        qv, pv = enc(queries, query=True), enc(positives, query=False)
+        pos_scores = [score(q, p) for q, p in zip(qv, pv, strict=True)]  # MaxSim or cosine
         columns: list[list[str]] = [[] for _ in range(m.negatives)]
         keep = []
         for row, (vec, pos_text, pos_score) in enumerate(tqdm(list(zip(qv, positives, pos_scores, strict=True)), desc="mining negatives", disable=not progress)):

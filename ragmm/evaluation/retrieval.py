@@ -109,7 +109,10 @@ def index_corpus_file(path: Path, store: Store, encoder: Encoder, name: str = "e
     from tqdm.auto import tqdm
 
     rows = _read_jsonl(path)
-    store.create_collection(CollectionSpec(name=name, vectors={"dense": VectorSpec(encoder.dim)}, encoder=encoder.name, modality="text"))
+    # A late-interaction encoder gives (tokens, dim) unit vectors per text: a MaxSim multivector.
+    multivector = bool(getattr(encoder, "multivector", False))
+    spec = VectorSpec(encoder.dim, "dot" if multivector else "cosine", multivector=multivector)
+    store.create_collection(CollectionSpec(name=name, vectors={"dense": spec}, encoder=encoder.name, modality="text"))
     for start in tqdm(range(0, len(rows), batch), desc="encoding corpus", unit="batch", disable=not progress):
         chunk = rows[start : start + batch]
         vecs = encoder.encode_document([str(r["text"]) for r in chunk])
@@ -121,6 +124,16 @@ def index_corpus_file(path: Path, store: Store, encoder: Encoder, name: str = "e
     store.flush()
     store.optimize(name)
     return len(rows)
+
+
+def _pooled(vectors: Sequence[Any]) -> Any:
+    """(N, D) unit vectors: dense vectors as they are, multivectors mean-pooled per item."""
+    import numpy as np
+
+    rows = [np.asarray(v, dtype=np.float32) for v in vectors]
+    rows = [r.mean(axis=0) if r.ndim == 2 else r for r in rows]
+    out = np.stack(rows)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def doc_id(payload: dict[str, Any]) -> str:
@@ -184,7 +197,6 @@ def evaluate_retrieval(
     progress: bool = True,
 ) -> EvalReport:
     """Evaluate ``encoder`` on a corpus; write ``report.json`` and PNG plots to ``out_dir``."""
-    import numpy as np
 
     from ragmm.evaluation.plots import plot_modality_gap, plot_recall_curve
     from ragmm.retrievers.dense import DenseRetriever
@@ -221,8 +233,8 @@ def evaluate_retrieval(
             report.plots.append(str(plot_recall_curve({name: curve}, out_dir / "recall_at_k.png", f"Recall@k: {name}")))
             sample = [p.vectors["dense"] for _, p in zip(range(2000), store.scroll(corpus, with_vectors=True), strict=False)]
             if sample:
-                items = np.asarray(sample, dtype=np.float32)
-                report.modality_gap = plot_modality_gap(qvecs[:2000], items, out_dir / "modality_gap.png", f"query vs item embeddings: {name}")
+                items, queries_2d = _pooled(sample), _pooled(list(qvecs[:2000]))
+                report.modality_gap = plot_modality_gap(queries_2d, items, out_dir / "modality_gap.png", f"query vs item embeddings: {name}")
                 report.plots.append(str(out_dir / "modality_gap.png"))
         report.seconds = time.perf_counter() - t0
         if out_dir is not None:

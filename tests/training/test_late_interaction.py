@@ -176,3 +176,24 @@ def test_the_untrained_model_does_not_find_them(tiny_bert, trained, caplog):
     assert "not a multi-vector checkpoint" in caplog.text
     top1 = [int(np.argmax([(q @ d.T).max(axis=1).sum() for d in docs])) for q in queries]
     assert np.mean(np.array(top1) == np.arange(len(rows))) < 0.5
+
+
+def test_mining_and_eval_with_a_late_interaction_model(tmp_path, tiny_bert):
+    """--mine-negatives searches a MaxSim collection and [eval] scores a multivector corpus."""
+    from ragmm.training.train import train_retriever
+
+    rows = toy_rows()
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps({"id": f"q{i}", "text": r["query"]}) for i, r in enumerate(rows[:8])))
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"id": f"d{i}", "text": r["positive"]}) for i, r in enumerate(rows[:8])))
+    (tmp_path / "qrels.tsv").write_text("".join(f"q{i} 0 d{i} 1\n" for i in range(8)))
+    cfg = tmp_path / "train.toml"
+    cfg.write_text(
+        f'output = "{tmp_path / "out"}"\n[model]\nkind = "late-interaction"\nbase = "{tiny_bert}"\n[data]\ntrain = "train.jsonl"\n'
+        f'[loss]\ntype = "maxsim"\nscale = 10.0\n[train]\nmax_steps = 3\nbatch_size = 8\nsave_steps = 3\nprecision = "fp32"\n'
+        '[mine]\nnegatives = 1\nmax_score_ratio = 1.0\n[eval]\nqueries = "q.jsonl"\nqrels = "qrels.tsv"\ncorpus_file = "c.jsonl"\n'
+    )
+    res = train_retriever(load_train_config(cfg), mine=True, progress=False)
+    assert res.extra["mined"] and res.extra["rows"] > 0
+    assert set(res.eval_after) == {"recall@1", "recall@5", "recall@10", "ndcg@10", "mrr@10"}
+    assert (tmp_path / "out" / "eval" / "after" / "modality_gap.png").is_file()
