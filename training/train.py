@@ -126,13 +126,20 @@ def mine_negatives(ds: Dataset, model: Any, cfg: TrainConfig, progress: bool = T
         columns: list[list[str]] = [[] for _ in range(m.negatives)]
         keep = []
         for row, (vec, pos_text, pos_score) in enumerate(tqdm(list(zip(qv, positives, pos_scores, strict=True)), desc="mining negatives", disable=not progress)):
-            found = []
-            for p in store.search("mine", vec, using="dense", limit=m.top_k):
-                text = texts[int(p.payload["i"])]
-                if text == pos_text or p.score > m.max_score_ratio * pos_score:
-                    continue
-                found.append(text)
-                if len(found) == m.negatives:
+            found: list[str] = []
+            # When the model ranks the positive low, the whole top_k may score above the
+            # false-negative threshold: search deeper rather than drop the query (those are
+            # the examples the model most needs).
+            for depth in (m.top_k, min(len(texts), m.top_k * 10)):
+                found = []
+                for p in store.search("mine", vec, using="dense", limit=depth):
+                    text = texts[int(p.payload["i"])]
+                    if text == pos_text or p.score > m.max_score_ratio * pos_score:
+                        continue
+                    found.append(text)
+                    if len(found) == m.negatives:
+                        break
+                if len(found) == m.negatives or depth >= len(texts):
                     break
             if len(found) == m.negatives:
                 keep.append(row)
@@ -229,6 +236,7 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
     kind = get_kind(cfg.model.kind)
     model = kind.load(cfg)
     ds = load_pairs(cfg)
+    rows_loaded = len(ds)
     if mine:
         ds = mine_negatives(ds, model, cfg, progress)
     eval_before = None
@@ -275,7 +283,7 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         eval_before=eval_before,
         eval_after=eval_after,
         log_file=str(log_file),
-        extra={"base": identity, "loss": cfg.loss.type, "loss_options": cfg.loss.options(), "rows": len(ds), "mined": mine, "temperature": getattr(loss, "temperature", None)},
+        extra={"base": identity, "loss": cfg.loss.type, "loss_options": cfg.loss.options(), "rows": len(ds), "rows_loaded": rows_loaded, "mined": mine, "temperature": getattr(loss, "temperature", None)},
     )
     _write_card(out, cfg, res)
     return res
