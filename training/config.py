@@ -45,6 +45,10 @@ class ModelSection(_Section):
     kind: str = Field("text", description="a name of ragmm.training.kinds.KINDS: text dual encoder, late interaction, image-text")
     base: str = Field("all-MiniLM-L6-v2", description="starting checkpoint: packaged alias, local folder or hub id")
     max_seq_length: int | None = Field(None, gt=0)
+    # image-text only (the text tower is `base`):
+    lock_text: bool = Field(True, description="image-text: keep the text tower frozen and train only the image tower (LiT, Zhai et al. 2022)")
+    image_size: int = Field(64, ge=32, description="image-text: side in pixels images are letterboxed to")
+    image_width: int = Field(48, gt=0, description="image-text: channels of the image tower's first stage (doubling per stage; 48 gives 2.4M parameters)")
 
 
 class DataSection(_Section):

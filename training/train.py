@@ -154,12 +154,14 @@ def mine_negatives(ds: Dataset, model: Any, cfg: TrainConfig, progress: bool = T
 
 
 def _precision(choice: str) -> dict[str, bool]:
+    """Trainer arguments for the configured precision."""
     import torch
 
+    on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}  # the Trainer refuses bf16 on CPU without it
     if choice == "bf16":
-        return {"bf16": True}
+        return {"bf16": True, **on_cpu}
     if choice == "fp16":
-        return {"fp16": True}
+        return {"fp16": True, **on_cpu}
     if choice == "auto" and torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
     return {}
@@ -241,7 +243,11 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         ds = mine_negatives(ds, model, cfg, progress)
     eval_before = None
     if cfg.eval is not None and cfg.eval.before and not resume:
-        eval_before = evaluate_model(load_from, cfg, out / "eval" / "before", "before", progress)
+        # Evaluate the model as built (a new image tower or ColBERT head included), saved as
+        # the kind's checkpoint so the kind's own encoder loads it.
+        initial = out / "eval" / "initial-model"
+        model.save(str(initial))
+        eval_before = evaluate_model(str(initial), cfg, out / "eval" / "before", "before", progress)
     loss = LOSSES[cfg.loss.type](model, **cfg.loss.options())
     log_file = out / "train_log.jsonl"
     args = dict(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 KINDS: dict[str, str] = {
     "text": "ragmm.training.kinds.text:TextDualEncoder",
+    "image-text": "ragmm.training.kinds.image_text:ImageTextDualEncoder",
     "late-interaction": "ragmm.training.kinds.late_interaction:LateInteraction",
 }
 

@@ -1,0 +1,241 @@
+"""Image-text dual encoder: an image tower aligned to a text tower, one sentence-transformers model.
+
+The checkpoint is a sentence-transformers v6 model ``[Router, Normalize]`` whose ``Router`` sends
+text to the text tower (the starting text model's own modules, e.g. MiniLM's Transformer +
+Pooling) and images to a small CNN (:class:`~ragmm.encoders.image_tower.ImageTower`) that projects
+to the text dimension. Routes are chosen by ``(task, modality)``, as sentence-transformers does:
+
+=====================  ===========  ===============================================================
+task                   modality     route
+=====================  ===========  ===============================================================
+``document``           any          image: documents of this model are images, so a path that does
+                                    not exist fails in the image tower, naming the file, rather
+                                    than being embedded as text
+any                    ``image``    image
+any                    ``text``     text
+=====================  ===========  ===============================================================
+
+Trained with ``[model] kind = "image-text"`` (see ``ragmm.training.kinds.image_text``); with the
+text tower locked this is LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text
+Tuning", here with the roles swapped: the *text* tower is the pretrained, locked one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragmm.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+TEXT_ROUTE = "text"
+IMAGE_ROUTE = "image"
+ROUTE_MAPPINGS: dict[tuple[str | None, str | None], str] = {
+    ("document", None): IMAGE_ROUTE,
+    (None, "image"): IMAGE_ROUTE,
+    (None, "text"): TEXT_ROUTE,
+}
+# Module classes a checkpoint may name. Loading needs trust_remote_code=True (the image tower lives
+# outside sentence_transformers), so ragmm checks the names first and imports nothing else.
+IMAGE_TOWER_TYPE = "ragmm.encoders.image_tower.ImageTower"
+
+
+def build_image_text_model(text_model: Any, *, image_size: int = 64, width: int = 48, depths: Sequence[int] = (1, 1, 2, 1), device: str | None = None) -> Any:
+    """A new image-text ``SentenceTransformer``: ``text_model``'s modules as the text route and a
+    fresh :class:`ImageTower` projecting to their dimension.
+
+    Args:
+        text_model: A loaded text ``SentenceTransformer`` (its modules are reused, not copied).
+        image_size: Image side in pixels.
+        width: First-stage channels of the image tower.
+        depths: Blocks per stage of the image tower.
+        device: Where the model lives (default: the text model's device).
+
+    Returns:
+        The combined ``SentenceTransformer`` (modules ``[Router, Normalize]``).
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Router
+
+    from ragmm.encoders.image_tower import ImageTower
+
+    dim = int(text_model.get_embedding_dimension())
+    tower = ImageTower(out_dim=dim, image_size=image_size, width=width, depths=depths)
+    router = Router({TEXT_ROUTE: list(text_model.children()), IMAGE_ROUTE: [tower]}, default_route=TEXT_ROUTE, route_mappings=ROUTE_MAPPINGS)
+    model = SentenceTransformer(modules=[router, Normalize()], device=device or str(text_model.device))
+    # The model card's usage example encodes sample *texts* as documents, which this model reads as
+    # image paths; skip it rather than log an error on every save.
+    model.model_card_data.generate_widget_examples = False
+    return model
+
+
+def text_tower(model: Any) -> Any:
+    """The text route's modules (an ``nn.Sequential``) of an image-text model."""
+    return model[0].sub_modules[TEXT_ROUTE]
+
+
+def image_tower(model: Any) -> Any:
+    """The :class:`ImageTower` of an image-text model."""
+    return model[0].sub_modules[IMAGE_ROUTE][0]
+
+
+def _check_checkpoint(path: Path) -> None:
+    """Refuse folders that are not ragmm image-text checkpoints, before anything is imported."""
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        raise ModelNotFoundError(f'{path}: not a sentence-transformers model folder (no modules.json); train one with [model] kind = "image-text"')
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    types = [m["type"] for m in modules]
+    has_image_route = False
+    for m in modules:
+        if m["type"].endswith(".Router"):
+            router = json.loads((path / m["path"] / "router_config.json").read_text(encoding="utf-8"))
+            types += router["types"].values()
+            has_image_route |= IMAGE_ROUTE in router["structure"]
+    if not has_image_route:
+        raise ModelNotFoundError(f"{path}: not an image-text model (no Router with an '{IMAGE_ROUTE}' route); train one with [model] kind = \"image-text\"")
+    foreign = sorted({t for t in types if t != IMAGE_TOWER_TYPE and not t.startswith("sentence_transformers.")})
+    if foreign:
+        raise ModelNotFoundError(f"{path}: names module classes ragmm does not load ({', '.join(foreign)}); only sentence-transformers modules and ragmm's ImageTower are allowed")
+    code = sorted(str(p.relative_to(path)) for p in path.rglob("*.py"))
+    if code:
+        raise ModelNotFoundError(f"{path}: holds Python files ({', '.join(code[:3])}); ragmm does not run code shipped with a checkpoint, remove them")
+
+
+def load_image_text_model(path: str | Path, device: str | None = None) -> Any:
+    """Load a saved image-text ``SentenceTransformer``.
+
+    Raises:
+        ModelNotFoundError: ``path`` is not an image-text checkpoint, or names module classes other
+            than sentence-transformers' and ragmm's image tower.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    folder = Path(path).expanduser()
+    _check_checkpoint(folder)
+    # trust_remote_code only lets sentence-transformers import ragmm's ImageTower; the check above
+    # allows no other class and no code files in the folder.
+    return SentenceTransformer(str(folder), device=device, trust_remote_code=True, local_files_only=True)
+
+
+class ImageTextEncoder:
+    """A trained image-text checkpoint as a ragmm :class:`~ragmm.protocols.Encoder`.
+
+    Queries are texts (text tower), documents are images (image tower): file paths, PIL images or
+    arrays. Both come back as ``(N, dim)`` float32, L2-normalised, in one space.
+
+    Example:
+        >>> enc = ImageTextEncoder(ImageTextEncoder.Config(model="models/clipart"))  # doctest: +SKIP
+        >>> enc.encode_query(["a red square"]) @ enc.encode_document(["red.png"]).T  # doctest: +SKIP
+        array([[0.83]], dtype=float32)
+    """
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+        model: str = Field(..., description='folder of a checkpoint trained with [model] kind = "image-text"')
+        precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="bf16 autocast where the CPU or GPU supports it")
+        device: str = Field("auto", description="'auto' picks cuda when present, else cpu")
+        batch_size: int = Field(64, gt=0)
+
+    modality = "image"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        folder = Path(config.model).expanduser()
+        if not folder.is_dir():
+            raise ModelNotFoundError(f'{folder}: image-text model folder not found; train one with [model] kind = "image-text"')
+        self.name = str(folder.resolve())  # the identity collections remember
+        self._model: Any = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ImageTextEncoder:
+        return cls(config)
+
+    @property
+    def device(self) -> str:
+        if self.config.device != "auto":
+            return self.config.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``SentenceTransformer`` (loaded on first use)."""
+        if self._model is None:
+            log.info("loading image-text encoder %s on %s", self.name, self.device)
+            self._model = load_image_text_model(self.name, device=self.device)
+            self._model.eval()
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        import torch
+
+        from ragmm.encoders.sentence_transformer import bf16_supported
+
+        p = self.config.precision
+        if p == "bf16" or (p == "auto" and bf16_supported(self.device)):
+            with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def _encode(self, inputs: Sequence[Any], task: str, modality: str, batch_size: int | None) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        if not len(inputs):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode(), self._precision():
+            # task and modality are explicit: nothing is left to sentence-transformers' guessing
+            # from strings (a missing image path would otherwise look like text).
+            out = self.model.encode(
+                list(inputs),
+                task=task,
+                modality=modality,
+                batch_size=batch_size or self.config.batch_size,
+                normalize_embeddings=True,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
+
+    def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """``(N, dim)`` float32, L2-normalised text embeddings (the text tower)."""
+        return self._encode(texts, "query", "text", batch_size)
+
+    def encode_image(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """``(N, dim)`` float32, L2-normalised image embeddings (the image tower).
+
+        Args:
+            images: File paths, PIL images or arrays.
+
+        Raises:
+            ImageTooLargeError: an image exceeds Pillow's decompression-bomb limit (skip it).
+            InputError: an image file is missing or corrupt; the message names it.
+        """
+        return self._encode(images, "document", "image", batch_size)
+
+    def encode_query(self, inputs: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Queries are texts: :meth:`encode_text`."""
+        return self.encode_text(inputs, batch_size)
+
+    def encode_document(self, inputs: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """Documents are images: :meth:`encode_image`."""
+        return self.encode_image(inputs, batch_size)
