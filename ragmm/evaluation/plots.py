@@ -69,11 +69,12 @@ def plot_modality_gap(queries: np.ndarray, items: np.ndarray, path: Path, title:
     gap = centroid_gap(queries, items)
     q2, i2 = project_2d(queries, items)
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
-    ax.scatter(i2[:, 0], i2[:, 1], s=4, alpha=0.35, label=labels[1])
-    ax.scatter(q2[:, 0], q2[:, 1], s=4, alpha=0.35, label=labels[0])
-    for pts, marker in ((q2, "X"), (i2, "P")):
+    colours = {labels[0]: "tab:orange", labels[1]: "tab:blue"}
+    ax.scatter(i2[:, 0], i2[:, 1], s=4, alpha=0.35, c=colours[labels[1]], label=labels[1])
+    ax.scatter(q2[:, 0], q2[:, 1], s=4, alpha=0.35, c=colours[labels[0]], label=labels[0])
+    for pts, marker, label in ((q2, "X", labels[0]), (i2, "P", labels[1])):
         c = pts.mean(axis=0)
-        ax.scatter([c[0]], [c[1]], s=160, marker=marker, edgecolors="black")
+        ax.scatter([c[0]], [c[1]], s=160, marker=marker, c=colours[label], edgecolors="black", label=f"{label} centroid")
     ax.set_title(f"{title}\ncentroid gap = {gap:.3f}")
     ax.legend(markerscale=4)
     fig.tight_layout()
