@@ -11,16 +11,15 @@ Checkpoints come from ``ragmm train retriever`` with ``[model] kind = "late-inte
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragmm.encoders.sentence_transformer import bf16_supported, resolve_model
+from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
 from ragmm.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 _MULTIVECTOR_MODEL_TYPES = {"MultiVectorEncoder", "ColBERT"}
 
 
-class LateInteractionEncoder:
+class LateInteractionEncoder(SentenceTransformerEncoder):
     """A multi-vector model as a ragmm encoder: each text becomes ``(n_tokens, dim)`` vectors.
 
     Token vectors are L2-normalised, so MaxSim over them sums cosine similarities (a store's
@@ -56,15 +55,8 @@ class LateInteractionEncoder:
     modality = "text"
     multivector = True
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._load_from, self.name = resolve_model(self.config.model)
-        self._model: Any = None
-        self._dim: int | None = None
-
-    @classmethod
-    def from_config(cls, config: Config) -> LateInteractionEncoder:
-        return cls(config)
+    # __init__, from_config, device, dim, tokenizer, uses_bf16 and precision_context come from
+    # SentenceTransformerEncoder; loading and encoding differ.
 
     @property
     def model(self) -> Any:
@@ -84,41 +76,6 @@ class LateInteractionEncoder:
                 ) from None
             self._model.eval()
         return self._model
-
-    @property
-    def device(self) -> str:
-        if self.config.device != "auto":
-            return self.config.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    @property
-    def dim(self) -> int:
-        """Size of each token vector."""
-        if self._dim is None:
-            self._dim = int(self.model.get_embedding_dimension())
-        return self._dim
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.model.tokenizer
-
-    @property
-    def uses_bf16(self) -> bool:
-        p = self.config.precision
-        return p == "bf16" or (p == "auto" and bf16_supported(self.device))
-
-    @contextlib.contextmanager
-    def precision_context(self) -> Iterator[None]:
-        """bf16 autocast when configured (and, for ``auto``, supported); a no-op otherwise."""
-        import torch
-
-        if self.uses_bf16:
-            with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16):
-                yield
-        else:
-            yield
 
     def _encode(self, texts: Sequence[str], task: Literal["query", "document"], batch_size: int | None) -> list[np.ndarray]:
         import numpy as np

@@ -31,4 +31,5 @@ def test_importing_the_losses_does_not_import_sentence_transformers():
         "import sys, ragmm.training.losses as L; assert 'sentence_transformers' not in sys.modules; "
         "L.CachedCLIPLoss; assert 'sentence_transformers' in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
