@@ -179,6 +179,8 @@ class SentenceTransformerEncoder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) < BF16_MIN_BATCH and prompt is None:
+            return self._encode_few(texts)
         with torch.inference_mode(), self.precision_context(len(texts)):
             out = self.model.encode(
                 list(texts),
@@ -190,6 +192,19 @@ class SentenceTransformerEncoder:
                 show_progress_bar=False,
             )
         return _to_numpy(out)
+
+    def _encode_few(self, texts: Sequence[str]) -> np.ndarray:
+        """The query path: the model's own tokenize and forward, without ``encode``'s per-call
+        bookkeeping (it re-runs ``eval()`` over every module and scans parameters for the
+        device: about 0.8 ms of a 5.3 ms single-query encode, measured on this CPU)."""
+        import torch
+        import torch.nn.functional as F
+
+        features = self.model.preprocess(list(texts))
+        features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
+        with torch.inference_mode():
+            emb = self.model(features)["sentence_embedding"]  # (N, D)
+        return _to_numpy(F.normalize(emb.float(), dim=-1))
 
     def encode_query(self, inputs: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """(N, dim) float32, L2-normalised query embeddings."""
