@@ -48,7 +48,7 @@ def busy_processes(min_cpu: float = 20.0) -> list[str]:
     import subprocess
 
     try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,comm,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(["ps", "-eo", "pid,pcpu,comm,args", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True, timeout=5, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     rows = []

@@ -29,6 +29,7 @@ import io
 import os
 import pstats
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -39,8 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Timers, busy_processes, machine, save, write_config  # noqa: E402
-from synthetic import write_corpus  # noqa: E402
+from common import Timers, busy_processes, machine, save, write_config
+from synthetic import write_corpus
 
 GOAL_RATIO = 0.85
 
@@ -294,4 +295,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the temp folder
     main()

@@ -10,18 +10,19 @@ corpus.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 _DICT = Path("/usr/share/dict/words")
-_FUNCTION_WORDS = (
+_FUNCTION_TEXT = (
     "the of and to in a is that for it as was with be by on not he this are or his from at which but have an they you were "
     "her she there been one all we their has would when if so no will can more out into about than then them these its"
-).split()
+)
+_FUNCTION_WORDS = _FUNCTION_TEXT.split()
 _WORD = re.compile(r"^[a-z]{3,14}$")
 
 
@@ -95,7 +96,7 @@ class TextFactory:
         cuts = np.sort(self.rng.choice(np.arange(8, total - 7), size=n - 1, replace=False)) if n > 1 else []
         bounds = [0, *[int(c) for c in cuts], total]
         # Keep every sentence at least 6 words long.
-        lengths = [max(6, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+        lengths = [max(6, b - a) for a, b in itertools.pairwise(bounds)]
         return " ".join(self.sentence(topic, k) for k in lengths)
 
     def document(self, topic: np.ndarray, paragraphs: int) -> tuple[str, list[str]]:
@@ -130,12 +131,3 @@ def write_corpus(root: Path, files: int, paragraphs_per_file: int, seed: int = 0
         n_par += len(paras)
         n_words += sum(len(p.split()) for p in paras)
     return n_par, n_words, topics, f
-
-
-def iter_paragraphs(files: int, paragraphs_per_file: int, seed: int = 0) -> Iterator[tuple[int, str]]:
-    """(file index, paragraph) without writing anything."""
-    f = TextFactory(seed)
-    for i in range(files):
-        topic = f.topic()
-        for _ in range(paragraphs_per_file):
-            yield i, f.paragraph(topic)
