@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
 from ragmm.cli.common import ConfigOpt, quiet_libraries, user_errors
 from ragmm.cli.evaluate import eval_app
 from ragmm.cli.train import train_app
@@ -57,17 +56,29 @@ def index(
 @app.command()
 @user_errors
 def ask(
-    question: Annotated[str, typer.Argument(help="your question")],
+    question: Annotated[str | None, typer.Argument(help="your question (with --image, default: what is in this image?)")] = None,
     k: Annotated[int | None, typer.Option("--k", "-k", help="evidence items to retrieve and cite")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (answer, citations, timings)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (answer, citations, timings; image evidence with its path)")] = False,
     corpus: Annotated[list[str] | None, typer.Option("--corpus", help="search only these corpora")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="ask about this image: retrieval is by the image (similar images, and passages about what it shows)")] = None,
+    open_images: Annotated[bool, typer.Option("--open", help="open the image evidence with the system's viewer (prints the paths when there is none)")] = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Answer a question from the indexed corpora, citing its evidence as [1], [2]..."""
     quiet_libraries()
+    from ragmm.errors import ConfigError, InputError
+
+    if image is not None and not image.is_file():
+        raise InputError(str(image), "query image not found; give the path of an image file")
+    if question is None:
+        if image is None:
+            raise ConfigError("give a question, or --image PATH to ask about an image")
+        question = "What is in this image, and where else does it appear?"
     with _pipeline(config, store) as pipe:
-        answer = pipe.ask(question, k=k, corpora=corpus)
+        answer = pipe.ask(question, k=k, corpora=corpus, image=image)
+    if open_images:
+        _open_images([h.item.image_path for h in answer.evidence if h.item.image_path])
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -80,13 +91,35 @@ def ask(
         return
     cited = {c.n for c in answer.citations}
     table = Table(title="Evidence", show_lines=False)
-    for col in ("#", "corpus", "source", "locator", "score"):
+    for col in ("#", "corpus", "source", "locator", "score", "excerpt"):
         table.add_column(col, overflow="fold")
     for n, hit in enumerate(answer.evidence, start=1):
         mark = f"[{n}]" + (" *" if n in cited else "")
-        table.add_row(mark, hit.item.corpus, hit.item.source, str(hit.item.locator), f"{hit.score:.3f}")
+        item = hit.item
+        where = "image" if item.modality == "image" else str(item.locator)
+        excerpt = " ".join(item.text.split())
+        table.add_row(mark, item.corpus, item.image_path or item.source, where, f"{hit.score:.3f}", excerpt[:80] + ("..." if len(excerpt) > 80 else ""))
     console.print(table)
     console.print("* cited in the answer", style="dim")
+
+
+def _open_images(paths: list[str]) -> None:
+    """Open image files with the desktop's viewer, or print them when there is none."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not paths:
+        typer.echo("no image evidence to open", err=True)
+        return
+    opener = shutil.which("open" if sys.platform == "darwin" else "xdg-open")
+    for path in dict.fromkeys(paths):
+        if opener is None:
+            typer.echo(f"image: {path}", err=True)
+        else:
+            subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if opener is None:
+        typer.echo("(no image viewer found: xdg-open is not installed)", err=True)
 
 
 @app.command()

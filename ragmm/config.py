@@ -61,7 +61,12 @@ class IndexSettings(BaseModel):
     document_max_tokens: int = Field(4096, gt=0, description="a longer document is stored as several sections in the document corpus")
     batch_size: int = Field(64, gt=0, description="chunks encoded and written per batch")
     max_file_mb: float = Field(50.0, gt=0, description="larger files are skipped with a reason")
-    extensions: list[str] = Field(default_factory=lambda: [".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf"])
+    extensions: list[str] = Field(
+        default_factory=lambda: [".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf", ".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
+    )
+    ocr: bool = Field(True, description="read text in images with rapidocr (about 1 s per image on 2 CPU cores)")
+    ocr_min_score: float = Field(0.7, ge=0, le=1, description="OCR lines recognised with lower confidence are dropped")
+    image_max_side: int = Field(1024, ge=64, description="images are decoded straight to at most this many pixels a side (for OCR and the encoder)")
 
     @field_validator("chunk_overlap")
     @classmethod
@@ -78,9 +83,12 @@ class RetrieveSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(5, gt=0, description="evidence items returned (and given to the generator)")
-    corpora: list[str] = Field(default_factory=lambda: ["paragraph", "document"])
+    corpora: list[str] = Field(default_factory=lambda: ["paragraph", "document", "image"])
     candidates: int = Field(20, gt=0, description="hits fetched per corpus before merging and reranking")
     hnsw_ef: int | None = Field(None, gt=0, description="HNSW search breadth; None lets the store choose")
+
+
+DEFAULT_ENCODERS = {"text": ComponentSpec(type="sentence-transformers"), "image": ComponentSpec(type="ragmm-clipart")}
 
 
 class Config(BaseModel):
@@ -89,14 +97,24 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="edge"))
-    encoders: dict[str, ComponentSpec] = Field(default_factory=lambda: {"text": ComponentSpec(type="sentence-transformers")})
+    encoders: dict[str, ComponentSpec] = Field(
+        default_factory=lambda: dict(DEFAULT_ENCODERS),
+        description='one per modality; sections given are merged over the defaults, type = "none" removes one',
+    )
     index: IndexSettings = Field(default_factory=IndexSettings)
     retrieve: RetrieveSettings = Field(default_factory=RetrieveSettings)
     retriever: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="dense"))
+    image_retriever: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="image"), description="searches the image corpus (image and text views)")
     router: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="all"))
     reranker: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="none"))
     generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="smollm2"))
     source: str | None = Field(None, exclude=True, description="the file this config came from")
+
+    @field_validator("encoders", mode="after")
+    @classmethod
+    def _merge_default_encoders(cls, v: dict[str, ComponentSpec]) -> dict[str, ComponentSpec]:
+        merged = {**DEFAULT_ENCODERS, **v}
+        return {m: spec for m, spec in merged.items() if spec.type != "none"}
 
     def component_config(self, kind: str, spec: ComponentSpec, where: str) -> BaseModel:
         """Validate ``spec`` against its implementation's ``Config`` model.
@@ -122,6 +140,7 @@ class Config(BaseModel):
         for modality, spec in self.encoders.items():
             self.component_config("encoder", spec, f"encoders.{modality}")
         self.component_config("retriever", self.retriever, "retriever")
+        self.component_config("retriever", self.image_retriever, "image_retriever")
         self.component_config("router", self.router, "router")
         self.component_config("reranker", self.reranker, "reranker")
         self.component_config("generator", self.generator, "generator")
@@ -138,6 +157,7 @@ class Config(BaseModel):
 
         for kind in ("store", "retriever", "router", "reranker", "generator"):
             data[kind] = resolved(kind, getattr(self, kind), kind)
+        data["image_retriever"] = resolved("retriever", self.image_retriever, "image_retriever")
         data["encoders"] = {m: resolved("encoder", spec, f"encoders.{m}") for m, spec in self.encoders.items()}
         return _dump_toml(data)
 

@@ -80,6 +80,20 @@ class Pipeline:
         )
 
     @property
+    def image_retriever(self) -> Any:
+        """Searches the image corpus (needs ``[encoders.image]``)."""
+
+        def make() -> Any:
+            spec = self.config.image_retriever
+            cls = registry.get("retriever", spec.type)
+            cfg = self.config.component_config("retriever", spec, "image_retriever")
+            return cls(
+                self.store, self.encoder("text"), self.encoder("image"), text_query=self.retriever.embed, hnsw_ef=self.config.retrieve.hnsw_ef, **cfg.model_dump()
+            )
+
+        return self._part("image_retriever", make)
+
+    @property
     def router(self) -> Any:
         return self._part("router", lambda: self._build("router", self.config.router, "router"))
 
@@ -95,7 +109,8 @@ class Pipeline:
     def indexer(self) -> Any:
         from ragmm.ingest.indexer import Indexer
 
-        return self._part("indexer", lambda: Indexer(self.store, self.encoder("text"), self.config.index))
+        image = (lambda: self.encoder("image")) if "image" in self.config.encoders else None
+        return self._part("indexer", lambda: Indexer(self.store, self.encoder("text"), self.config.index, image_encoder=image))
 
     # -- operations ---------------------------------------------------------------------
     def index(self, paths: Iterable[str | os.PathLike[str]], corpus_root: str | os.PathLike[str] | None = None, progress: bool = True) -> IndexReport:
@@ -109,9 +124,14 @@ class Pipeline:
         existing = set(self.store.collections())
         return [c for c in self.config.retrieve.corpora if c in existing]
 
-    def retrieve(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None) -> list[Hit]:
-        """The best ``k`` hits over the corpora the router picks, best first."""
-        q = query if isinstance(query, Query) else Query(text=query, k=k, corpora=tuple(corpora) if corpora else None)
+    def retrieve(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None) -> list[Hit]:
+        """The best ``k`` hits over the corpora the router picks, best first.
+
+        With ``image`` (or ``Query.image``) retrieval is by that image: image-to-image in the
+        image corpus, and image-to-text in text corpora when the image encoder shares the text
+        encoder's space (``ragmm-clipart`` does); other text corpora are then left out.
+        """
+        q = query if isinstance(query, Query) else Query(text=query, k=k, corpora=tuple(corpora) if corpora else None, image=str(image) if image else None)
         k = k or q.k or self.config.retrieve.k
         available = self.available_corpora()
         if not available:
@@ -121,12 +141,25 @@ class Pipeline:
         # No BLAS call sits on this path (torch encodes, Qdrant searches natively), so nothing
         # here competes with torch for the cores. Re-limiting OpenBLAS per query (threadpoolctl)
         # measured 5 ms of p50 in bench/retrieve_latency.py, for nothing.
-        hits = [h for corpus in targets for h in self.retriever.retrieve(q, corpus, per_corpus)]
+        hits = [h for corpus in targets for h in self._retrieve_corpus(q, corpus, per_corpus)]
         return self.reranker.rerank(q, hits, k)
 
-    def ask(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None) -> Answer:
+    def _retrieve_corpus(self, q: Query, corpus: str, n: int) -> list[Hit]:
+        spec = self.store.get_spec(corpus)
+        if spec is None:
+            return []
+        if spec.modality == "image":
+            return self.image_retriever.retrieve(q, corpus, n)
+        if q.image is None:
+            return self.retriever.retrieve(q, corpus, n)
+        if not self.image_retriever.shared_space:
+            return []  # this image encoder's space is not the text corpora's: nothing to compare
+        vec = self.image_retriever.query_vectors(q)["image"]
+        return self.retriever.retrieve(q, corpus, n, vector=vec)
+
+    def ask(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None) -> Answer:
         """Retrieve evidence and have the generator answer from it, citing ``[n]``."""
-        q = query if isinstance(query, Query) else Query(text=query, k=k, corpora=tuple(corpora) if corpora else None)
+        q = query if isinstance(query, Query) else Query(text=query, k=k, corpora=tuple(corpora) if corpora else None, image=str(image) if image else None)
         t0 = time.perf_counter()
         hits = self.retrieve(q, k)
         if not hits and not any(self.store.count(c) for c in self.available_corpora()):

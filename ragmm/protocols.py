@@ -20,11 +20,17 @@ Distance = Literal["cosine", "dot", "euclid"]
 
 @dataclass(frozen=True, slots=True)
 class VectorSpec:
-    """One named vector of a collection: ``size`` floats, or a bag of them (multivector)."""
+    """One named vector of a collection: ``size`` floats, or a bag of them (multivector).
+
+    ``encoder`` names the encoder that made this vector when a collection holds vectors of
+    several encoders (the image corpus: image embedding + text embedding of its OCR and file
+    name); empty means the collection's own encoder.
+    """
 
     size: int
     distance: Distance = "cosine"
     multivector: bool = False
+    encoder: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +47,14 @@ class CollectionSpec:
     modality: str = "text"
     payload_indexes: tuple[str, ...] = ("source", "source_hash", "content_hash", "modality")
 
+    def encoder_of(self, vector: str) -> str:
+        """The encoder identity that made ``vector``."""
+        return self.vectors[vector].encoder or self.encoder
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "vectors": {k: {"size": v.size, "distance": v.distance, "multivector": v.multivector} for k, v in self.vectors.items()},
+            "vectors": {k: {"size": v.size, "distance": v.distance, "multivector": v.multivector, **({"encoder": v.encoder} if v.encoder else {})} for k, v in self.vectors.items()},
             "encoder": self.encoder,
             "modality": self.modality,
             "payload_indexes": list(self.payload_indexes),

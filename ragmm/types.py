@@ -92,6 +92,12 @@ class Item:
             self.content_hash = content_hash(self.text)
 
     @property
+    def image_path(self) -> str | None:
+        """The image file of an image item (absolute, for apps and vision-language generators)."""
+        path = self.metadata.get("path")
+        return str(path) if path and self.modality == "image" else None
+
+    @property
     def id(self) -> str:
         """Deterministic point id from source + locator + content hash."""
         return str(uuid.uuid5(ID_NAMESPACE, f"{self.source}\x00{self.locator.key()}\x00{self.content_hash}"))
@@ -124,11 +130,21 @@ class Item:
 
 @dataclass(slots=True)
 class Query:
-    """A question, optionally with an image (later issues) and per-query options."""
+    """A question, optionally about an image, and per-query options.
+
+    Args:
+        text: the question.
+        k: evidence items wanted (default: ``[retrieve] k``).
+        corpora: search only these corpora (default: the router's choice).
+        image: a query image (file path): retrieval is then by the image (image-to-image, and
+            image-to-text where the image encoder shares the text encoder's space); the text is
+            the question the generator answers about it.
+    """
 
     text: str
     k: int | None = None
     corpora: tuple[str, ...] | None = None
+    image: str | None = None
 
 
 @dataclass(slots=True)
@@ -147,6 +163,7 @@ class Hit:
             "locator_text": str(self.item.locator),
             "modality": self.item.modality,
             "text": self.item.text,
+            "path": self.item.image_path,
             "score": self.score,
             "scores": self.scores,
             "id": self.item.id,

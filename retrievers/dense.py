@@ -67,7 +67,9 @@ class DenseRetriever:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    def retrieve(self, query: Query, corpus: str, k: int, where: Where | None = None) -> list[Hit]:
+    def retrieve(self, query: Query, corpus: str, k: int, where: Where | None = None, vector: Any = None) -> list[Hit]:
+        """The best ``k`` items of ``corpus`` for ``query`` (or for a ready query ``vector`` in
+        this encoder's space, e.g. a query image embedded by an image encoder that shares it)."""
         spec = self.store.get_spec(corpus)
         if spec is None:
             return []
@@ -76,5 +78,6 @@ class DenseRetriever:
                 f"corpus '{corpus}' was built with encoder {spec.encoder}, but the configured query encoder is "
                 f"{self.encoder.name}; configure that encoder again, or re-index into a new store path"
             )
-        points = self.store.search(corpus, self.embed(query.text), using=self.vector, limit=k, where=where, hnsw_ef=self.hnsw_ef)
+        vec = self.embed(query.text) if vector is None else vector
+        points = self.store.search(corpus, vec, using=self.vector, limit=k, where=where, hnsw_ef=self.hnsw_ef)
         return [Hit(item=Item.from_payload(p.payload), score=p.score, scores={f"{self.vector}": p.score}) for p in points]

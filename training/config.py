@@ -48,6 +48,7 @@ class ModelSection(_Section):
     # image-text only (the text tower is `base`):
     lock_text: bool = Field(True, description="image-text: keep the text tower frozen and train only the image tower (LiT, Zhai et al. 2022)")
     image_size: int = Field(64, ge=32, description="image-text: side in pixels images are letterboxed to")
+    image_augment: bool = Field(True, description="image-text: random zoom, shift and flip of training images")
     image_width: int = Field(48, gt=0, description="image-text: channels of the image tower's first stage (doubling per stage; 48 gives 2.4M parameters)")
 
 

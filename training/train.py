@@ -276,6 +276,8 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
     result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(out / "checkpoints") else None)
     seconds = time.perf_counter() - t0
     model.save(str(out))
+    if (finalize := getattr(kind, "finalize", None)) is not None:
+        finalize(out, cfg)
     eval_after = evaluate_model(str(out), cfg, out / "eval" / "after", "after", progress) if cfg.eval is not None else None
     steps = trainer.state.global_step
     samples = int(result.metrics.get("train_samples_per_second", 0) * result.metrics.get("train_runtime", 0))

@@ -18,6 +18,16 @@ any                    ``text``     text
 Trained with ``[model] kind = "image-text"`` (see ``ragmm.training.kinds.image_text``); with the
 text tower locked this is LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text
 Tuning", here with the roles swapped: the *text* tower is the pretrained, locked one).
+
+Three kinds of folder load as :class:`ImageTextEncoder`:
+
+- a full checkpoint as training writes it (``[Router, Normalize]`` with both towers);
+- a *tower-only* checkpoint (``ragmm_image_tower.json`` + ``image_tower/``): with a locked text
+  tower only the image tower is new, so only it is stored (fp16 safetensors, 4.9 MB) and the text
+  tower is the text model it names, loaded from where it is installed. The shipped
+  ``ragmm-clipart`` is one, inside the package;
+- any sentence-transformers model that reads images (e.g. a CLIP model saved by
+  sentence-transformers), loaded without running code from the folder.
 """
 
 from __future__ import annotations
@@ -48,9 +58,66 @@ ROUTE_MAPPINGS: dict[tuple[str | None, str | None], str] = {
 # Module classes a checkpoint may name. Loading needs trust_remote_code=True (the image tower lives
 # outside sentence_transformers), so ragmm checks the names first and imports nothing else.
 IMAGE_TOWER_TYPE = "ragmm.encoders.image_tower.ImageTower"
+TOWER_ONLY_FILE = "ragmm_image_tower.json"
+TOWER_DIR = "image_tower"
+SHIPPED = "ragmm-clipart"
 
 
-def build_image_text_model(text_model: Any, *, image_size: int = 64, width: int = 48, depths: Sequence[int] = (1, 1, 2, 1), device: str | None = None) -> Any:
+def shipped_path() -> Path:
+    """The folder of the shipped tower-only checkpoint ``ragmm-clipart``."""
+    return Path(__file__).resolve().parent / "weights" / SHIPPED
+
+
+def export_tower(model_dir: str | Path, out_dir: str | Path, text_model: str, max_seq_length: int | None = None, facts: dict[str, Any] | None = None) -> Path:
+    """Write the tower-only checkpoint of a trained image-text model whose text tower was locked.
+
+    Args:
+        model_dir: the trained full checkpoint.
+        out_dir: where to write ``ragmm_image_tower.json`` and ``image_tower/`` (fp16 weights).
+        text_model: the locked text model as configured (packaged alias, folder or hub id); it
+            must be the one the model was trained with, as its weights are not stored.
+        max_seq_length: the text tower's token limit during training.
+        facts: anything to record in the json (training command, figures).
+
+    Returns:
+        ``out_dir``.
+    """
+    import torch
+
+    model = load_image_text_model(model_dir, device="cpu")
+    tower = image_tower(model)
+    out = Path(out_dir)
+    (out / TOWER_DIR).mkdir(parents=True, exist_ok=True)
+    tower.to(torch.float16).save(str(out / TOWER_DIR))
+    info = {"text_model": text_model, "max_seq_length": max_seq_length, "image_tower": TOWER_DIR, **(facts or {})}
+    (out / TOWER_ONLY_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def load_tower_only(path: Path, device: str | None = None) -> tuple[Any, str]:
+    """A tower-only checkpoint as a full model; also returns the text model's identity."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from ragmm.encoders.image_tower import ImageTower
+    from ragmm.encoders.sentence_transformer import resolve_model
+
+    info = json.loads((path / TOWER_ONLY_FILE).read_text(encoding="utf-8"))
+    load_from, identity = resolve_model(str(info["text_model"]))
+    text = SentenceTransformer(load_from, device=device or "cpu", local_files_only=True)
+    if info.get("max_seq_length"):
+        text.max_seq_length = int(info["max_seq_length"])
+    folder = path / str(info.get("image_tower", TOWER_DIR))
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{folder}: image tower missing (no config.json); re-export it with ragmm.encoders.image_text.export_tower")
+    tower = ImageTower.load(str(folder)).to(torch.float32)
+    model = build_image_text_model(text, tower=tower)
+    return model.to(device or "cpu"), identity
+
+
+def build_image_text_model(
+    text_model: Any, *, image_size: int = 64, width: int = 48, depths: Sequence[int] = (1, 1, 2, 1), augment: bool = False, tower: Any = None, device: str | None = None
+) -> Any:
     """A new image-text ``SentenceTransformer``: ``text_model``'s modules as the text route and a
     fresh :class:`ImageTower` projecting to their dimension.
 
@@ -59,6 +126,8 @@ def build_image_text_model(text_model: Any, *, image_size: int = 64, width: int 
         image_size: Image side in pixels.
         width: First-stage channels of the image tower.
         depths: Blocks per stage of the image tower.
+        augment: Random zoom, shift and flip of training images (see :class:`ImageTower`).
+        tower: An existing :class:`ImageTower` to use instead of a new one (the sizes are then its own).
         device: Where the model lives (default: the text model's device).
 
     Returns:
@@ -70,7 +139,10 @@ def build_image_text_model(text_model: Any, *, image_size: int = 64, width: int 
     from ragmm.encoders.image_tower import ImageTower
 
     dim = int(text_model.get_embedding_dimension())
-    tower = ImageTower(out_dim=dim, image_size=image_size, width=width, depths=depths)
+    if tower is None:
+        tower = ImageTower(out_dim=dim, image_size=image_size, width=width, depths=depths, augment=augment)
+    elif tower.get_embedding_dimension() != dim:
+        raise ModelNotFoundError(f"the image tower gives {tower.get_embedding_dimension()}-d vectors but the text model {dim}-d; it was trained for another text model")
     router = Router({TEXT_ROUTE: list(text_model.children()), IMAGE_ROUTE: [tower]}, default_route=TEXT_ROUTE, route_mappings=ROUTE_MAPPINGS)
     model = SentenceTransformer(modules=[router, Normalize()], device=device or str(text_model.device))
     # The model card's usage example encodes sample *texts* as documents, which this model reads as
@@ -102,6 +174,8 @@ def _check_checkpoint(path: Path) -> None:
             router = json.loads((path / m["path"] / "router_config.json").read_text(encoding="utf-8"))
             types += router["types"].values()
             has_image_route |= IMAGE_ROUTE in router["structure"]
+    if not has_image_route and all(t.startswith("sentence_transformers.") for t in types):
+        return  # a stock sentence-transformers model; whether it reads images is checked on load
     if not has_image_route:
         raise ModelNotFoundError(f"{path}: not an image-text model (no Router with an '{IMAGE_ROUTE}' route); train one with [model] kind = \"image-text\"")
     foreign = sorted({t for t in types if t != IMAGE_TOWER_TYPE and not t.startswith("sentence_transformers.")})
@@ -122,10 +196,18 @@ def load_image_text_model(path: str | Path, device: str | None = None) -> Any:
     from sentence_transformers import SentenceTransformer
 
     folder = Path(path).expanduser()
+    if (folder / TOWER_ONLY_FILE).is_file():
+        return load_tower_only(folder, device)[0]
     _check_checkpoint(folder)
     # trust_remote_code only lets sentence-transformers import ragmm's ImageTower; the check above
     # allows no other class and no code files in the folder.
-    return SentenceTransformer(str(folder), device=device, trust_remote_code=True, local_files_only=True)
+    ours = IMAGE_TOWER_TYPE in (folder / "modules.json").read_text(encoding="utf-8") or any(
+        IMAGE_TOWER_TYPE in p.read_text(encoding="utf-8") for p in folder.glob("*/router_config.json")
+    )
+    model = SentenceTransformer(str(folder), device=device, trust_remote_code=ours, local_files_only=True)
+    if "image" not in getattr(model, "modalities", []):
+        raise ModelNotFoundError(f"{folder}: this sentence-transformers model does not read images (modalities: {', '.join(getattr(model, 'modalities', []))}); configure it under [encoders.text]")
+    return model
 
 
 class ImageTextEncoder:
@@ -143,19 +225,36 @@ class ImageTextEncoder:
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-        model: str = Field(..., description='folder of a checkpoint trained with [model] kind = "image-text"')
+        model: str = Field(SHIPPED, description=f'"{SHIPPED}" (shipped), a folder trained with [model] kind = "image-text", or a sentence-transformers model that reads images')
         precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="bf16 autocast where the CPU or GPU supports it")
         device: str = Field("auto", description="'auto' picks cuda when present, else cpu")
         batch_size: int = Field(64, gt=0)
 
     modality = "image"
+    # Set per instance: the identity of the text encoder whose vectors share this space, if any.
+    text_space: str | None
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        folder = Path(config.model).expanduser()
-        if not folder.is_dir():
-            raise ModelNotFoundError(f'{folder}: image-text model folder not found; train one with [model] kind = "image-text"')
-        self.name = str(folder.resolve())  # the identity collections remember
+        if config.model == SHIPPED:
+            folder = shipped_path()
+            if not (folder / TOWER_ONLY_FILE).is_file():
+                raise ModelNotFoundError(f"{folder}: the shipped {SHIPPED} weights are missing; reinstall ragmm or set [encoders.image] model to a trained folder")
+            self.name = SHIPPED  # the identity collections remember: portable across installs
+        else:
+            folder = Path(config.model).expanduser()
+            if not folder.is_dir():
+                raise ModelNotFoundError(f'{folder}: image-text model folder not found; train one with [model] kind = "image-text" or set [encoders.image] model')
+            self.name = str(folder.resolve())
+        self._folder = folder
+        self.text_space: str | None = None
+        if (folder / TOWER_ONLY_FILE).is_file():
+            # The text tower is the named text model, unchanged: text vectors of that model live
+            # in this encoder's space, so a query encoded once serves text and image corpora.
+            from ragmm.encoders.sentence_transformer import resolve_model
+
+            text_model = json.loads((folder / TOWER_ONLY_FILE).read_text(encoding="utf-8"))["text_model"]
+            self.text_space = resolve_model(str(text_model))[1]
         self._model: Any = None
 
     @classmethod
@@ -175,7 +274,7 @@ class ImageTextEncoder:
         """The loaded ``SentenceTransformer`` (loaded on first use)."""
         if self._model is None:
             log.info("loading image-text encoder %s on %s", self.name, self.device)
-            self._model = load_image_text_model(self.name, device=self.device)
+            self._model = load_image_text_model(self._folder, device=self.device)
             self._model.eval()
         return self._model
 

@@ -71,7 +71,7 @@ def check_image(path: str | os.PathLike[str]) -> InputError | None:
     return None
 
 
-def _rgb_on_white(img: Image.Image) -> Image.Image:
+def rgb_on_white(img: Image.Image) -> Image.Image:
     """RGB, with any transparency composited on white (clipart and emoji are drawn on alpha)."""
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -103,7 +103,7 @@ def _fit(img: Image.Image, size: int) -> Image.Image:
     if target != img.size:
         # reducing_gap: shrink by whole factors first (fast box filter), then resample.
         img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return _rgb_on_white(img)
+    return rgb_on_white(img)
 
 
 def load_image(source: Any, size: int) -> Image.Image:
@@ -152,6 +152,22 @@ def load_image(source: Any, size: int) -> Image.Image:
     return img
 
 
+def _random_zoom_shift_flip(x: Tensor, min_scale: float = 0.7) -> Tensor:
+    """Per image: zoom into a random square of ``min_scale``..1 of the side at a random place,
+    and mirror half of them. Pixels sampled from outside the image are white (1.0)."""
+    b = x.shape[0]
+    scale = torch.empty(b, device=x.device).uniform_(min_scale, 1.0)  # (B,) crop side / image side
+    shift = (torch.rand(b, 2, device=x.device) * 2 - 1) * (1 - scale)[:, None]  # (B, 2) crop centre, stays inside
+    flip = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0)  # (B,)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = scale * flip
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Sample 1 - x with zero padding, so the padding comes out white.
+    return 1 - F.grid_sample(1 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class _ChannelNorm(nn.LayerNorm):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map (ConvNeXt's), with no batch statistics,
     so training and inference behave the same at any batch size."""
@@ -183,6 +199,9 @@ class ImageTower(InputModule):
         width: Channels of the first stage; stage ``i`` has ``width * 2**i``.
         depths: Blocks per stage (four stages; the stem downsamples 4x, each later stage 2x).
         kernel_size: Depthwise kernel of the blocks.
+        augment: In training mode only, apply a random zoom (up to 1/0.7), shift and horizontal
+            flip to each image (on the pixel tensor, so the data loader stays cheap). Colours are
+            left alone: captions name them.
 
     Example:
         >>> tower = ImageTower(out_dim=384)  # doctest: +SKIP
@@ -190,13 +209,14 @@ class ImageTower(InputModule):
         torch.Size([1, 384])
     """
 
-    config_keys: ClassVar[list[str]] = ["out_dim", "image_size", "width", "depths", "kernel_size"]
+    config_keys: ClassVar[list[str]] = ["out_dim", "image_size", "width", "depths", "kernel_size", "augment"]
     save_in_root = False
     # uint8 pixels map to [-1, 1]: a fixed affine map, so nothing dataset-specific is stored.
     _SCALE, _SHIFT = 1 / 127.5, -1.0
 
-    def __init__(self, out_dim: int = 384, image_size: int = 64, width: int = 48, depths: Sequence[int] = (1, 1, 2, 1), kernel_size: int = 7) -> None:
+    def __init__(self, out_dim: int = 384, image_size: int = 64, width: int = 48, depths: Sequence[int] = (1, 1, 2, 1), kernel_size: int = 7, augment: bool = False) -> None:
         super().__init__()
+        self.augment = bool(augment)
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 (the tower downsamples 32x), got {image_size}")
         self.out_dim, self.image_size, self.width = int(out_dim), int(image_size), int(width)
@@ -229,6 +249,8 @@ class ImageTower(InputModule):
 
     def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
         x = features["pixel_values"].to(self.proj.weight.dtype) * self._SCALE + self._SHIFT  # (B, 3, S, S)
+        if self.training and self.augment:
+            x = _random_zoom_shift_flip(x)
         x = self.body(x).mean(dim=(2, 3))  # (B, C_last)
         features["sentence_embedding"] = self.proj(self.head_norm(x))  # (B, out_dim)
         return features

@@ -105,20 +105,26 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def index_corpus_file(path: Path, store: Store, encoder: Encoder, name: str = "eval", batch: int = 512, progress: bool = True) -> int:
-    """Encode a JSONL corpus ``{"id", "text"}`` into collection ``name``; returns its size."""
+    """Encode a JSONL corpus into collection ``name``; returns its size.
+
+    Rows are ``{"id", "text"}`` documents, or ``{"id", "image"}`` with an image file path (for an
+    image-text encoder, whose documents are images).
+    """
     from tqdm.auto import tqdm
 
     rows = _read_jsonl(path)
     # A late-interaction encoder gives (tokens, dim) unit vectors per text: a MaxSim multivector.
     multivector = bool(getattr(encoder, "multivector", False))
     spec = VectorSpec(encoder.dim, "dot" if multivector else "cosine", multivector=multivector)
-    store.create_collection(CollectionSpec(name=name, vectors={"dense": spec}, encoder=encoder.name, modality="text"))
+    modality = "image" if rows and "image" in rows[0] else "text"
+    store.create_collection(CollectionSpec(name=name, vectors={"dense": spec}, encoder=encoder.name, modality=modality))
     for start in tqdm(range(0, len(rows), batch), desc="encoding corpus", unit="batch", disable=not progress):
         chunk = rows[start : start + batch]
-        vecs = encoder.encode_document([str(r["text"]) for r in chunk])
+        vecs = encoder.encode_document([str(r["image"] if modality == "image" else r["text"]) for r in chunk])
         points = []
         for row, vec in zip(chunk, vecs, strict=True):
-            item = Item(corpus=name, source=str(path), text=str(row["text"]), metadata={"doc_id": str(row["id"])}, modality=row.get("modality", "text"))
+            text = str(row.get("text", row.get("image", "")))
+            item = Item(corpus=name, source=str(path), text=text, metadata={"doc_id": str(row["id"])}, modality=row.get("modality", modality))
             points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors={"dense": vec}))
         store.upsert(name, points)
     store.flush()

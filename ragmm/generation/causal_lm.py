@@ -30,6 +30,7 @@ from ragmm.generation.prompt import (
     ground,
     number_evidence,
     parse_citations,
+    question_text,
     truncate,
 )
 from ragmm.types import Answer, Hit, Query
@@ -227,7 +228,7 @@ class CausalLMGenerator:
                 f"[generator] max_new_tokens = {self.max_new_tokens} leaves no room for the prompt in a "
                 f"{self.context_tokens}-token context; lower max_new_tokens"
             )
-        chars, shown, question = self.max_evidence_chars, len(evidence), query.text
+        chars, shown, question = self.max_evidence_chars, len(evidence), question_text(query)
         while True:
             inputs = self._encode(question, evidence[:shown], chars)
             length = inputs["input_ids"].shape[1]

@@ -8,6 +8,7 @@ marker of the evidence it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -72,8 +73,19 @@ class ExtractiveGenerator:
         evidence = list(evidence)
         if not evidence:
             return Answer(text=NO_EVIDENCE_ANSWER, generator=self.name, timings={"generate": time.perf_counter() - start})
-        chosen = self.select(query.text, evidence)
-        if chosen:
+        if query.image is not None:
+            # Nothing in an image query's words says what the image shows; the evidence found by
+            # the image does. Name the closest matches, best first.
+            chosen = []
+            for n, hit in enumerate(evidence[: self.max_sentences], start=1):
+                first = next(iter(_sentences([hit])), None)
+                if first is not None:
+                    chosen.append(dataclasses.replace(first, n=n))
+        else:
+            chosen = self.select(query.text, evidence)
+        if chosen and query.image is not None:
+            text = "Most similar: " + "; ".join(f"{truncate(s.text, self.max_sentence_chars)} [{s.n}]" for s in chosen)
+        elif chosen:
             text = " ".join(f"{truncate(s.text, self.max_sentence_chars)} [{s.n}]" for s in chosen)
         else:
             text = NO_MATCH_ANSWER

@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragmm.types import Citation, Hit
+from ragmm.types import Citation, Hit, Query
 
 NO_EVIDENCE_ANSWER = "I found no indexed evidence for this question; index documents with `ragmm index PATH`."
 
@@ -71,8 +71,18 @@ def number_evidence(evidence: Sequence[Hit], max_chars: int = DEFAULT_EVIDENCE_C
     for n, hit in enumerate(evidence, start=1):
         item = hit.item
         text = truncate(" ".join(strip_markers(item.text).split()), max_chars)
-        lines.append(f"[{n}] ({Path(item.source).name or item.source}, {item.locator}) {text}")
+        name = Path(item.source).name or item.source
+        where = f"image {name}" if item.modality == "image" else f"{name}, {item.locator}"
+        lines.append(f"[{n}] ({where}) {text}")
     return "\n".join(lines)
+
+
+def question_text(query: Query) -> str:
+    """The question as a text-only generator reads it; a query image is named, and the
+    evidence (found by the image) stands in for what it shows."""
+    if query.image is None:
+        return query.text
+    return f"{query.text} (The question is about the image {Path(query.image).name}. The evidence was found by looking for images and passages like it, most similar first.)"
 
 
 def truncate(text: str, max_chars: int) -> str:

@@ -10,23 +10,29 @@ throughput. Per source, the order of writes makes every interruption safe:
 3. mark the source complete in the ledger.
 
 A run killed anywhere redoes, on resume, only the sources not yet marked complete.
+
+Image files go to the ``image`` corpus (see :mod:`ragmm.ingest.images`): each point holds an
+``image`` vector (the image encoder's embedding of the pixels) and a ``text`` vector (the text
+encoder's embedding of its file name, description and OCR text), so the corpus can be searched
+by what the image shows and by what is written in or about it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragmm.errors import InputError
 from ragmm.ingest.chunking import DOCUMENT, PARAGRAPH, ChunkedSource, Chunker
+from ragmm.ingest.images import IMAGE_SUFFIXES, OCR, ParsedImage, read_image
 from ragmm.ingest.ledger import LEDGER, Ledger, SourceRecord
 from ragmm.ingest.readers import read_source, source_key, walk
 from ragmm.protocols import CollectionSpec, Encoder, Store, StoredPoint, VectorSpec, Where
-from ragmm.types import IndexReport, SkippedFile
+from ragmm.types import IndexReport, Item, Locator, SkippedFile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,12 +42,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEXT_CORPORA = (PARAGRAPH, DOCUMENT)
+IMAGE = "image"
 DENSE = "dense"
+IMAGE_VECTOR = "image"
+TEXT_VECTOR = "text"
 
 
 def text_spec(corpus: str, encoder: Encoder) -> CollectionSpec:
     """The collection spec of a text corpus built with ``encoder``."""
     return CollectionSpec(name=corpus, vectors={DENSE: VectorSpec(size=encoder.dim, distance="cosine")}, encoder=encoder.name, modality="text")
+
+
+def image_spec(image_encoder: Encoder, text_encoder: Encoder) -> CollectionSpec:
+    """The ``image`` corpus: an image vector and a text vector (OCR, file name, description)."""
+    return CollectionSpec(
+        name=IMAGE,
+        vectors={
+            IMAGE_VECTOR: VectorSpec(size=image_encoder.dim, distance="cosine", encoder=image_encoder.name),
+            TEXT_VECTOR: VectorSpec(size=text_encoder.dim, distance="cosine", encoder=text_encoder.name),
+        },
+        encoder=image_encoder.name,
+        modality="image",
+    )
 
 
 @dataclass(slots=True)
@@ -51,16 +73,28 @@ class _Pending:
 
 
 class Indexer:
-    """Indexes text sources into the ``paragraph`` and ``document`` corpora of a store."""
+    """Indexes text sources into the ``paragraph`` and ``document`` corpora of a store, and
+    images into the ``image`` corpus when an image encoder is given."""
 
-    def __init__(self, store: Store, encoder: Encoder, settings: IndexSettings) -> None:
+    def __init__(self, store: Store, encoder: Encoder, settings: IndexSettings, image_encoder: Encoder | Callable[[], Encoder] | None = None) -> None:
         self.store = store
         self.encoder = encoder
+        # A callable is called on the first image, so indexing text never builds the image encoder.
+        self._image_encoder = image_encoder
         self.settings = settings
+        self.ocr = OCR(settings.ocr_min_score) if settings.ocr else None
+        self._image_ready = False
         self.ledger = Ledger(store)
         self._chunker: Chunker | None = None
         # Files are buffered until this many chunks are waiting, then encoded in one call.
         self.buffer_chunks = max(settings.batch_size * 8, 256)
+
+    @property
+    def image_encoder(self) -> Encoder | None:
+        enc = self._image_encoder
+        if enc is not None and not hasattr(enc, "encode_document"):
+            enc = self._image_encoder = enc()  # type: ignore[operator]
+        return enc  # type: ignore[return-value]
 
     @property
     def chunker(self) -> Chunker:
@@ -90,6 +124,7 @@ class Indexer:
         found = list(walk(paths, self.settings.extensions))
         bar = tqdm(total=len(found), unit="file", desc="indexing", disable=not progress, dynamic_ncols=True)
         pending: list[_Pending] = []
+        images: list[tuple[ParsedImage, SourceRecord | None]] = []
         waiting = 0
         max_bytes = int(self.settings.max_file_mb * 1e6)
         try:
@@ -100,6 +135,15 @@ class Indexer:
                     bar.update()
                     continue
                 key = source_key(f.path, root)
+                if f.path.suffix.lower() in IMAGE_SUFFIXES:
+                    image = self._read_image(f.path, key, max_bytes, report)
+                    if image is not None:
+                        images.append(image)
+                        if len(images) >= self.settings.batch_size:
+                            self._flush_images(images, report)
+                            images = []
+                    bar.update()
+                    continue
                 try:
                     parsed = read_source(f.path, key, max_bytes)
                 except InputError as exc:
@@ -117,6 +161,7 @@ class Indexer:
                     self._flush(pending, report, bar)
                     pending, waiting = [], 0
             self._flush(pending, report, bar)
+            self._flush_images(images, report)
         finally:
             bar.close()
             self.store.flush()
@@ -149,6 +194,53 @@ class Indexer:
             report.items[PARAGRAPH] += n
             report.items[DOCUMENT] += len(c.documents)
             bar.update()  # type: ignore[attr-defined]
+
+    def _read_image(self, path: Path, key: str, max_bytes: int, report: IndexReport) -> tuple[ParsedImage, SourceRecord | None] | None:
+        """Read one image file unless it is unchanged; ``None`` when skipped (and counted)."""
+        if self._image_encoder is None:
+            report.skipped.append(SkippedFile(str(path), "an image, but no image encoder is configured; add an [encoders.image] section"))
+            return None
+        if not self._image_ready:  # checks the encoders against an existing image corpus first
+            self.store.create_collection(image_spec(self.image_encoder, self.encoder))  # type: ignore[arg-type]
+            self._image_ready = True
+        try:
+            parsed = read_image(path, key, max_bytes, self.settings.image_max_side)
+        except InputError as exc:
+            report.skipped.append(SkippedFile(exc.path, exc.reason))
+            return None
+        previous = self.ledger.get(key)
+        if previous is not None and previous.source_hash == parsed.source_hash:
+            report.files_unchanged += 1
+            return None
+        if self.ocr is not None:
+            try:
+                parsed.ocr_text = self.ocr(parsed.image)
+            except Exception as exc:  # OCR is an extra: an engine failure must not cost the image
+                log.warning("%s: OCR failed (%s); indexed without OCR text", path, exc)
+        return parsed, previous
+
+    def _flush_images(self, pending: Sequence[tuple[ParsedImage, SourceRecord | None]], report: IndexReport) -> None:
+        if not pending:
+            return
+        assert self.image_encoder is not None and self._image_ready
+        items = [
+            Item(corpus=IMAGE, source=p.key, text=p.item_text(), locator=Locator(), modality="image", source_hash=p.source_hash, metadata=p.metadata())
+            for p, _ in pending
+        ]
+        image_vecs = self.image_encoder.encode_document([p.image for p, _ in pending])  # (N, Di)
+        text_vecs = self.encoder.encode_document([item.text for item in items])  # (N, Dt)
+        points = [
+            StoredPoint(id=item.id, payload=item.to_payload(), vectors={IMAGE_VECTOR: iv, TEXT_VECTOR: tv})
+            for item, iv, tv in zip(items, image_vecs, text_vecs, strict=True)
+        ]
+        self.store.upsert(IMAGE, points)
+        for (parsed, previous), _ in zip(pending, items, strict=True):
+            if previous is not None:
+                self.store.delete(IMAGE, Where(must={"source": parsed.key}, must_not={"source_hash": parsed.source_hash}))
+                report.files_replaced += 1
+            self.ledger.mark_complete(SourceRecord(parsed.key, parsed.source_hash, {IMAGE: 1}))
+            report.files_indexed += 1
+            report.items[IMAGE] = report.items.get(IMAGE, 0) + 1
 
     def _write(self, corpus: str, items: Sequence, vectors: np.ndarray) -> None:
         points = [StoredPoint(id=item.id, payload=item.to_payload(), vectors={DENSE: vec}) for item, vec in zip(items, vectors, strict=True)]

@@ -51,7 +51,7 @@ class ImageTextDualEncoder:
         text = SentenceTransformer(load_from)
         if m.max_seq_length:
             text.max_seq_length = m.max_seq_length
-        model = build_image_text_model(text, image_size=m.image_size, width=m.image_width)
+        model = build_image_text_model(text, image_size=m.image_size, width=m.image_width, augment=m.image_augment)
         if m.lock_text:
             for module in text_tower(model):
                 module.requires_grad_(False)
@@ -74,6 +74,17 @@ class ImageTextDualEncoder:
             loss=loss,
             callbacks=callbacks,
         )
+
+    def finalize(self, out: Path, cfg: TrainConfig) -> None:
+        """With a locked text tower, also write ``out/tower-only``: the image tower alone (fp16),
+        naming the text model it was trained against (what ``ragmm-clipart`` ships)."""
+        if not cfg.model.lock_text:
+            return
+        from ragmm.encoders.image_text import export_tower
+
+        facts = {"trained_with": f"ragmm train retriever --config {cfg.source}" if cfg.source else "ragmm train retriever", "loss": cfg.loss.type, "seed": cfg.train.seed}
+        export_tower(out, out / "tower-only", text_model=cfg.model.base, max_seq_length=cfg.model.max_seq_length, facts=facts)
+        log.info("tower-only checkpoint in %s", out / "tower-only")
 
     def eval_encoder(self, path: str | Path) -> Encoder:
         from ragmm.encoders.image_text import ImageTextEncoder

@@ -1,0 +1,147 @@
+"""Retrieval from the image corpus: by what an image shows and by what is written in or about it.
+
+Each point of the ``image`` corpus has two vectors (see :mod:`ragmm.ingest.indexer`):
+
+- ``image``: the image encoder's embedding of the pixels (``ragmm-clipart``, CLIP, SigLIP...);
+- ``text``: the text encoder's embedding of the file name, EXIF/PNG description and OCR text.
+
+A text query searches both: the ``image`` view with the image encoder's text embedding of the
+query, the ``text`` view with the text encoder's. Candidates found by either view get the exact
+score of the other as well (their stored vectors are fetched), so every hit carries both scores,
+and the final score fuses them (``max`` by default: an image matches when it looks like the
+query or says it; ``mean`` and weighted variants are available). An image query searches the
+``image`` view with the query image's embedding (image-to-image).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragmm.errors import EncoderMismatchError
+from ragmm.protocols import CollectionSpec, Encoder, Store, Where
+from ragmm.types import Hit, Item, Query
+
+if TYPE_CHECKING:
+    import numpy as np
+
+IMAGE_VECTOR = "image"
+TEXT_VECTOR = "text"
+
+
+class ImageCorpusRetriever:
+    """Searches collections whose points hold an ``image`` and a ``text`` vector.
+
+    Args:
+        store: where the corpora live.
+        text_encoder: the encoder of the ``text`` vectors (ragmm's text encoder).
+        image_encoder: the encoder of the ``image`` vectors; ``text_space`` (when set) names a
+            text encoder whose vectors live in its space, so a query is encoded only once.
+        text_query: how the text encoder embeds a query (the text retriever's memoised
+            ``embed``, so text and image corpora share one encode).
+        fusion: ``max`` or ``mean`` of the two views' cosine scores.
+        text_weight: weight of the text view in the fusion (1 = as much as the image view).
+        hnsw_ef: HNSW search breadth (``None``: the store's default).
+    """
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        fusion: Literal["max", "mean"] = Field("max", description="how the image and text views' scores combine")
+        text_weight: float = Field(1.0, ge=0, description="the text view's score is multiplied by this before fusing (0: images by pixels only)")
+
+    def __init__(
+        self,
+        store: Store,
+        text_encoder: Encoder,
+        image_encoder: Encoder,
+        text_query: Any = None,
+        fusion: str = "max",
+        text_weight: float = 1.0,
+        hnsw_ef: int | None = None,
+        cache_size: int = 64,
+    ) -> None:
+        self.store = store
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.fusion = fusion
+        self.text_weight = text_weight
+        self.hnsw_ef = hnsw_ef
+        self._text_query = text_query or (lambda text: text_encoder.encode_query([text])[0])
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def shared_space(self) -> bool:
+        """Whether the image encoder's text embeddings are the text encoder's own."""
+        return getattr(self.image_encoder, "text_space", None) == self.text_encoder.name
+
+    def _memo(self, key: tuple[str, str], make: Any) -> np.ndarray:
+        vec = self._cache.get(key)
+        if vec is None:
+            vec = make()
+            self._cache[key] = vec
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return vec
+
+    def query_vectors(self, query: Query) -> dict[str, np.ndarray]:
+        """The vector to search each view with: ``{view: (D,) array}``."""
+        if query.image is not None:
+            return {IMAGE_VECTOR: self._memo(("image", query.image), lambda: self.image_encoder.encode_document([query.image])[0])}
+        text_vec = self._text_query(query.text)
+        if self.shared_space:
+            image_vec = text_vec
+        else:
+            image_vec = self._memo(("text", query.text), lambda: self.image_encoder.encode_query([query.text])[0])
+        views = {IMAGE_VECTOR: image_vec}
+        if self.text_weight > 0:
+            views[TEXT_VECTOR] = text_vec
+        return views
+
+    def check(self, spec: CollectionSpec) -> None:
+        """Refuse a collection built with other encoders than the configured ones."""
+        for view, encoder in ((IMAGE_VECTOR, self.image_encoder), (TEXT_VECTOR, self.text_encoder)):
+            if view not in spec.vectors:
+                raise EncoderMismatchError(f"corpus '{spec.name}' has no '{view}' vector; it is not an image corpus built by ragmm")
+            built = spec.encoder_of(view)
+            if built != encoder.name:
+                raise EncoderMismatchError(
+                    f"corpus '{spec.name}' was built with {view} encoder {built}, but the configured one is {encoder.name}; "
+                    f"configure that encoder again ([encoders.{'image' if view == IMAGE_VECTOR else 'text'}]), or re-index into a new store path"
+                )
+
+    def retrieve(self, query: Query, corpus: str, k: int, where: Where | None = None) -> list[Hit]:
+        """The best ``k`` items of ``corpus``, each with both views' scores in ``Hit.scores``."""
+        import numpy as np
+
+        spec = self.store.get_spec(corpus)
+        if spec is None:
+            return []
+        self.check(spec)
+        views = self.query_vectors(query)
+        found: dict[str, Any] = {}
+        scores: dict[str, dict[str, float]] = {}
+        for view, vec in views.items():
+            for p in self.store.search(corpus, vec, using=view, limit=k, where=where, hnsw_ef=self.hnsw_ef):
+                found.setdefault(p.id, p)
+                scores.setdefault(p.id, {})[view] = float(p.score)
+        # Exact scores of the views that did not find a candidate, from its stored vectors.
+        missing = [pid for pid, s in scores.items() if len(s) < len(views)]
+        if missing:
+            for p in self.store.retrieve(corpus, missing, with_vectors=True):
+                for view, vec in views.items():
+                    if view not in scores[p.id] and view in p.vectors:
+                        stored = np.asarray(p.vectors[view], dtype=np.float32)
+                        scores[p.id][view] = float(stored @ vec / max(float(np.linalg.norm(stored) * np.linalg.norm(vec)), 1e-12))
+        hits = [Hit(item=Item.from_payload(found[pid].payload), score=self._fuse(s), scores=s) for pid, s in scores.items()]
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:k]
+
+    def _fuse(self, s: dict[str, float]) -> float:
+        values = [s.get(IMAGE_VECTOR, 0.0)]
+        if TEXT_VECTOR in s:
+            values.append(self.text_weight * s[TEXT_VECTOR])
+        return max(values) if self.fusion == "max" else sum(values) / len(values)
