@@ -98,7 +98,7 @@ def ask(
         item = hit.item
         where = "image" if item.modality == "image" else str(item.locator)
         excerpt = " ".join(item.text.split())
-        table.add_row(mark, item.corpus, item.image_path or item.source, where, f"{hit.score:.3f}", excerpt[:80] + ("..." if len(excerpt) > 80 else ""))
+        table.add_row(mark, item.corpus, item.source, where, f"{hit.score:.3f}", excerpt[:80] + ("..." if len(excerpt) > 80 else ""))
     console.print(table)
     console.print("* cited in the answer", style="dim")
 

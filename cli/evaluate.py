@@ -21,8 +21,10 @@ def retrieval(
     corpus_file: Annotated[Path | None, typer.Option(help="JSONL {id, text} to encode and search (a temporary store)")] = None,
     corpus: Annotated[str | None, typer.Option(help="or an existing corpus of the configured store")] = None,
     model: Annotated[str | None, typer.Option(help="text encoder to evaluate (default: [encoders.text] of the config)")] = None,
+    image_model: Annotated[str | None, typer.Option(help="image encoder to evaluate (default: [encoders.image]): ragmm-clipart, a trained folder")] = None,
     out: Annotated[Path, typer.Option(help="folder for report.json and the PNG plots")] = Path("eval"),
     depth: Annotated[int, typer.Option(help="hits retrieved per query")] = 100,
+    view: Annotated[str | None, typer.Option(help="image corpus only: search one view, 'image' (pixels) or 'text' (file name, OCR); default both, fused")] = None,
     config: ConfigOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -35,10 +37,36 @@ def retrieval(
 
     if (corpus_file is None) == (corpus is None):
         raise ConfigError("give exactly one of --corpus-file FILE or --corpus NAME")
-    pipe = Pipeline.from_config(config, **({"encoders": {"text": {"type": "sentence-transformers", "model": model}}} if model else {}))
+    overrides: dict = {"encoders": {}}
+    if model:
+        overrides["encoders"]["text"] = {"type": "sentence-transformers", "model": model}
+    if image_model:
+        overrides["encoders"]["image"] = {"type": "image-text", "model": image_model}
+    if view is not None:
+        if view not in ("image", "text"):
+            raise ConfigError(f"--view must be 'image' or 'text', got {view!r}")
+        overrides["image_retriever"] = {"type": "image", "views": [view]}
+    pipe = Pipeline.from_config(config, **overrides)
     try:
+        spec = pipe.store.get_spec(corpus) if corpus else None
+        if corpus and spec is None:
+            raise ConfigError(f"no corpus {corpus!r} in the store; `ragmm corpora` lists them")
+        image_corpus = spec is not None and spec.modality == "image"
+        # A corpus file of {"id", "image"} rows is encoded by the image encoder (its documents are images).
+        image_file = corpus_file is not None and '"image"' in corpus_file.read_text(encoding="utf-8").split("\n", 1)[0]
         report = evaluate_retrieval(
-            queries, qrels, pipe.encoder("text"), store=pipe.store if corpus else None, corpus=corpus, corpus_file=corpus_file, out_dir=out, depth=depth, progress=not quiet
+            queries,
+            qrels,
+            pipe.encoder("image" if image_file else "text"),
+            store=pipe.store if corpus else None,
+            corpus=corpus,
+            corpus_file=corpus_file,
+            out_dir=out,
+            depth=depth,
+            progress=not quiet,
+            retriever=pipe.image_retriever if image_corpus else None,
+            vector=(view or "image") if image_corpus else "dense",
+            label=f"{corpus} ({view or 'image+text'} view)" if image_corpus else None,
         )
     finally:
         pipe.close()

@@ -43,6 +43,7 @@ class ImageCorpusRetriever:
             ``embed``, so text and image corpora share one encode).
         fusion: ``max`` or ``mean`` of the two views' cosine scores.
         text_weight: weight of the text view in the fusion (1 = as much as the image view).
+        views: the views a text query searches (both by default; one for ablations).
         hnsw_ef: HNSW search breadth (``None``: the store's default).
     """
 
@@ -50,7 +51,10 @@ class ImageCorpusRetriever:
         model_config = ConfigDict(extra="forbid")
 
         fusion: Literal["max", "mean"] = Field("max", description="how the image and text views' scores combine")
-        text_weight: float = Field(1.0, ge=0, description="the text view's score is multiplied by this before fusing (0: images by pixels only)")
+        text_weight: float = Field(1.0, ge=0, description="the text view's score is multiplied by this before fusing")
+        views: list[Literal["image", "text"]] = Field(
+            default_factory=lambda: ["image", "text"], min_length=1, description="views searched by a text query: image (pixels), text (file name, description, OCR)"
+        )
 
     def __init__(
         self,
@@ -60,6 +64,7 @@ class ImageCorpusRetriever:
         text_query: Any = None,
         fusion: str = "max",
         text_weight: float = 1.0,
+        views: tuple[str, ...] | list[str] = (IMAGE_VECTOR, TEXT_VECTOR),
         hnsw_ef: int | None = None,
         cache_size: int = 64,
     ) -> None:
@@ -68,6 +73,7 @@ class ImageCorpusRetriever:
         self.image_encoder = image_encoder
         self.fusion = fusion
         self.text_weight = text_weight
+        self.views = tuple(views)
         self.hnsw_ef = hnsw_ef
         self._text_query = text_query or (lambda text: text_encoder.encode_query([text])[0])
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
@@ -91,15 +97,23 @@ class ImageCorpusRetriever:
         """The vector to search each view with: ``{view: (D,) array}``."""
         if query.image is not None:
             return {IMAGE_VECTOR: self._memo(("image", query.image), lambda: self.image_encoder.encode_document([query.image])[0])}
-        text_vec = self._text_query(query.text)
-        if self.shared_space:
-            image_vec = text_vec
-        else:
-            image_vec = self._memo(("text", query.text), lambda: self.image_encoder.encode_query([query.text])[0])
-        views = {IMAGE_VECTOR: image_vec}
-        if self.text_weight > 0:
+        views: dict[str, np.ndarray] = {}
+        if TEXT_VECTOR in self.views or self.shared_space:
+            text_vec = self._memo(("query", query.text), lambda: self._text_query(query.text))
+        if IMAGE_VECTOR in self.views:
+            if self.shared_space:
+                views[IMAGE_VECTOR] = text_vec
+            else:
+                views[IMAGE_VECTOR] = self._memo(("text", query.text), lambda: self.image_encoder.encode_query([query.text])[0])
+        if TEXT_VECTOR in self.views:
             views[TEXT_VECTOR] = text_vec
         return views
+
+    def prime(self, texts: list[str], vectors: Any) -> None:
+        """Fill the cache with the text encoder's query embeddings computed in bulk (evaluation)."""
+        self._cache_size = max(self._cache_size, len(texts))
+        for text, vec in zip(texts, vectors, strict=True):
+            self._cache[("query", text)] = vec
 
     def check(self, spec: CollectionSpec) -> None:
         """Refuse a collection built with other encoders than the configured ones."""
@@ -141,7 +155,7 @@ class ImageCorpusRetriever:
         return hits[:k]
 
     def _fuse(self, s: dict[str, float]) -> float:
-        values = [s.get(IMAGE_VECTOR, 0.0)]
+        values = [s[IMAGE_VECTOR]] if IMAGE_VECTOR in s else []
         if TEXT_VECTOR in s:
             values.append(self.text_weight * s[TEXT_VECTOR])
         return max(values) if self.fusion == "max" else sum(values) / len(values)

@@ -201,9 +201,8 @@ def load_image_text_model(path: str | Path, device: str | None = None) -> Any:
     _check_checkpoint(folder)
     # trust_remote_code only lets sentence-transformers import ragmm's ImageTower; the check above
     # allows no other class and no code files in the folder.
-    ours = IMAGE_TOWER_TYPE in (folder / "modules.json").read_text(encoding="utf-8") or any(
-        IMAGE_TOWER_TYPE in p.read_text(encoding="utf-8") for p in folder.glob("*/router_config.json")
-    )
+    configs = [folder / "modules.json", *folder.glob("router_config.json"), *folder.glob("*/router_config.json")]
+    ours = any(IMAGE_TOWER_TYPE in p.read_text(encoding="utf-8") for p in configs)
     model = SentenceTransformer(str(folder), device=device, trust_remote_code=ours, local_files_only=True)
     if "image" not in getattr(model, "modalities", []):
         raise ModelNotFoundError(f"{folder}: this sentence-transformers model does not read images (modalities: {', '.join(getattr(model, 'modalities', []))}); configure it under [encoders.text]")
@@ -313,7 +312,10 @@ class ImageTextEncoder:
                 convert_to_tensor=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
+        vecs = out.float().cpu().numpy()
+        # Normalised again in fp32: under bf16 autocast the model's own Normalize is off by ~1e-3.
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """``(N, dim)`` float32, L2-normalised text embeddings (the text tower)."""

@@ -201,8 +201,17 @@ def evaluate_retrieval(
     depth: int = 100,
     label: str | None = None,
     progress: bool = True,
+    retriever: Any = None,
+    vector: str = "dense",
 ) -> EvalReport:
-    """Evaluate ``encoder`` on a corpus; write ``report.json`` and PNG plots to ``out_dir``."""
+    """Evaluate ``encoder`` on a corpus; write ``report.json`` and PNG plots to ``out_dir``.
+
+    Args:
+        retriever: search with this instead of a dense retriever over ``encoder`` (e.g. the
+            pipeline's image-corpus retriever); it must take ``prime(texts, vectors)`` with
+            ``encoder``'s query embeddings.
+        vector: the named vector sampled for the modality-gap plot.
+    """
 
     from ragmm.evaluation.plots import plot_modality_gap, plot_recall_curve
     from ragmm.retrievers.dense import DenseRetriever
@@ -223,7 +232,8 @@ def evaluate_retrieval(
     else:
         n_items = store.count(corpus)
     try:
-        retriever = DenseRetriever(store, encoder, cache_size=len(queries))
+        if retriever is None:
+            retriever = DenseRetriever(store, encoder, cache_size=len(queries))
         # Encode all queries in batches once; the retriever then only searches.
         qvecs = encoder.encode_query([q.text for q in queries])
         retriever.prime([q.text for q in queries], qvecs)
@@ -237,7 +247,7 @@ def evaluate_retrieval(
             out_dir.mkdir(parents=True, exist_ok=True)
             name = label or encoder.name.rsplit("/", 1)[-1]
             report.plots.append(str(plot_recall_curve({name: curve}, out_dir / "recall_at_k.png", f"Recall@k: {name}")))
-            sample = [p.vectors["dense"] for _, p in zip(range(2000), store.scroll(corpus, with_vectors=True), strict=False)]
+            sample = [p.vectors[vector] for _, p in zip(range(2000), store.scroll(corpus, with_vectors=True), strict=False)]
             if sample:
                 items, queries_2d = _pooled(sample), _pooled(list(qvecs[:2000]))
                 report.modality_gap = plot_modality_gap(queries_2d, items, out_dir / "modality_gap.png", f"query vs item embeddings: {name}")

@@ -242,5 +242,6 @@ class OCR:
         texts, scores = getattr(result, "txts", None), getattr(result, "scores", None)
         if not texts:
             return ""
-        lines = [" ".join(t.split()) for t, s in zip(texts, scores or [1.0] * len(texts), strict=False) if s >= self.min_score and t.strip()]
-        return " ".join(lines)
+        lines = [" ".join(t.split()) for t, s in zip(texts, scores or [1.0] * len(texts), strict=False) if s >= self.min_score]
+        # A lone character is nearly always a texture read as a glyph (a window as "日").
+        return " ".join(line for line in lines if sum(c.isalnum() for c in line) >= 2)

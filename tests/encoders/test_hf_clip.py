@@ -215,3 +215,36 @@ def test_missing_tokenizer_package_is_a_config_error(checkpoints, tmp_path):
     enc = HFClipEncoder(HFClipEncoder.Config(model=str(folder)))
     with pytest.raises(ConfigError, match="pip install sentencepiece"):
         enc.encode_text(["a"])
+
+
+def test_pipeline_indexes_and_searches_with_hf_clip(checkpoints, tmp_path, text_encoder):
+    """`[encoders.image] type = "hf-clip"` end to end: its own text space, so an image query
+    searches only the image corpus, and a text query embeds itself with CLIP's text tower."""
+    from PIL import Image
+
+    from ragmm.config import load_config
+    from ragmm.pipeline import Pipeline
+    from ragmm.types import Query
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, colour in (("red.png", (220, 30, 30)), ("blue.png", (30, 30, 220))):
+        Image.new("RGB", (40, 40), colour).save(photos / name)
+    (photos / "note.txt").write_text("A note about red things and blue things.\n")
+    cfg = load_config(
+        None,
+        {
+            "store": {"type": "edge", "path": str(tmp_path / "store")},
+            "encoders": {"image": {"type": "hf-clip", "model": str(checkpoints["clip"]), "precision": "fp32"}},
+            "index": {"ocr": False},
+            "generator": {"type": "extractive"},
+        },
+    )
+    with Pipeline(cfg) as pipe:
+        pipe._parts["encoder.text"] = text_encoder
+        report = pipe.index([photos], progress=False)
+        assert report.items["image"] == 2 and report.items["paragraph"] == 1
+        assert pipe.store.get_spec("image").encoder_of("image") == str(checkpoints["clip"].resolve())
+        hits = pipe.retrieve(Query("", image=str(photos / "red.png")), k=5, corpora=["image", "paragraph"])
+        assert {h.item.corpus for h in hits} == {"image"} and hits[0].item.source.endswith("red.png")
+        assert len(pipe.retrieve("red", k=2, corpora=["image"])) == 2

@@ -227,7 +227,7 @@ def test_load_image_composites_alpha_on_white_and_letterboxes():
 def test_a_text_model_is_not_an_image_text_checkpoint(tiny_text):
     from ragmm.encoders.image_text import load_image_text_model
 
-    with pytest.raises(ModelNotFoundError, match="not an image-text model"):
+    with pytest.raises(ModelNotFoundError, match="does not read images"):
         load_image_text_model(tiny_text)
 
 
@@ -245,3 +245,46 @@ def test_save_and_reload_before_training(tmp_path, tiny_text, toy):
     again = load_image_text_model(tmp_path / "m")
     np.testing.assert_allclose(before, again.encode_document(paths), rtol=0, atol=1e-6)
     np.testing.assert_allclose(model.encode_query(["a red square"]), again.encode_query(["a red square"]), rtol=0, atol=1e-6)
+
+
+def test_locked_run_also_writes_a_tower_only_checkpoint(trained, tiny_text):
+    """What ragmm-clipart ships: the image tower alone (fp16), loaded next to the named text model."""
+    from ragmm.encoders.image_text import TOWER_ONLY_FILE, ImageTextEncoder
+
+    res, rows = trained
+    folder = Path(res.output) / "tower-only"
+    info = json.loads((folder / TOWER_ONLY_FILE).read_text())
+    assert info["text_model"] == str(tiny_text) and "ragmm train retriever" in info["trained_with"]
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 200_000  # a width-8 tower, no text weights
+    paths = [r["image"] for r in rows]
+    full = ImageTextEncoder(ImageTextEncoder.Config(model=res.output, precision="fp32"))
+    tower_only = ImageTextEncoder(ImageTextEncoder.Config(model=str(folder), precision="fp32"))
+    a, b = full.encode_image(paths), tower_only.encode_image(paths)
+    assert np.min(np.sum(a * b, axis=1)) > 0.999  # fp16 weights: the same vectors to rounding
+    np.testing.assert_allclose(full.encode_text(["a red square"]), tower_only.encode_text(["a red square"]), atol=1e-6)
+    assert tower_only.text_space == str(Path(tiny_text).resolve()) and full.text_space is None
+
+
+def test_augmentation_only_in_training_mode():
+    import torch
+
+    from ragmm.encoders.image_tower import ImageTower, _random_zoom_shift_flip
+
+    torch.manual_seed(0)
+    tower = ImageTower(out_dim=16, image_size=32, width=8, depths=(1, 1, 1, 1), augment=True)
+    pixels = {"pixel_values": torch.from_numpy(np.array(draw("circle", (220, 30, 30), size=32))).permute(2, 0, 1)[None].repeat(4, 1, 1, 1)}
+    tower.eval()
+    e1 = tower({**pixels})["sentence_embedding"]
+    e2 = tower({**pixels})["sentence_embedding"]
+    assert torch.equal(e1, e2)  # no randomness at inference
+    tower.train()
+    t1 = tower({**pixels})["sentence_embedding"]
+    assert not torch.allclose(t1, e1)
+    # the transform keeps the value range, and pads with white (1.0 in [-1, 1] pixels)
+    white = torch.ones(2, 3, 32, 32)
+    out = _random_zoom_shift_flip(white)
+    assert torch.allclose(out, white, atol=1e-5)
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    y = _random_zoom_shift_flip(x)
+    assert y.shape == x.shape and y.min() >= -1.0001 and y.max() <= 1.0001

@@ -21,11 +21,15 @@ Writes, under ``--out``:
     near_duplicates.tsv          stamp, openclipart training image, thumbnail cosine
     ragmm.toml                   a config with its own store under store/, for the commands below
 
-Example (from the repository root; ``make eval-images`` runs all of it):
+Example (from the repository root):
     python -m ragmm.training.data.tuxpaint --out data/tuxpaint --train data/clipart/train.jsonl
     ragmm index data/tuxpaint/stamps --corpus-root data/tuxpaint/stamps --config data/tuxpaint/ragmm.toml
     ragmm eval retrieval --corpus image --queries data/tuxpaint/queries.jsonl \\
         --qrels data/tuxpaint/qrels.tsv --config data/tuxpaint/ragmm.toml --out eval/tuxpaint
+
+or all of it, every view and both query sets, with chance and a summary table and plot
+(``make eval-images``):
+    python -m ragmm.training.data.tuxpaint --out data/tuxpaint --evaluate eval/tuxpaint
 """
 
 from __future__ import annotations
@@ -122,14 +126,105 @@ def write(out: Path, train_jsonl: Path | None, root: Path = STAMPS, threshold: f
     return counts
 
 
+VIEWS = {"fused": ["image", "text"], "image": ["image"], "text": ["text"]}
+VIEW_NAMES = {"fused": "image tower + OCR/file name (fused)", "image": "image tower only", "text": "vision-free: OCR + file name"}
+
+
+def chance(qrels: dict[str, dict[str, int]], n_items: int, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Expected metrics of a random ranking: Recall@k = k/N; nDCG@10 = (R/N) DCG(10 ones) / IDCG."""
+    import math
+
+    discounts = [1 / math.log2(i + 2) for i in range(10)]
+    out = {f"recall@{k}": min(k, n_items) / n_items for k in ks}
+    ndcg = [(len(rel) / n_items) * sum(discounts) / sum(discounts[: min(len(rel), 10)]) for rel in qrels.values()]
+    out["ndcg@10"] = sum(ndcg) / len(ndcg)
+    return out
+
+
+def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Index the stamps with ``image_model`` (OCR on) and evaluate every view on both query sets.
+
+    Writes ``out/summary.json``, ``out/summary.md``, ``out/recall_at_k.png`` (all curves and
+    chance) and each run's own report and plots under ``out/<queries>/<view>/``.
+    """
+    import re
+
+    from ragmm.config import load_config
+    from ragmm.evaluation.plots import plot_recall_curve
+    from ragmm.evaluation.retrieval import CURVE_KS, evaluate_retrieval, load_qrels
+    from ragmm.pipeline import Pipeline
+    from ragmm.retrievers.image import ImageCorpusRetriever
+
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
+    sections = {
+        "store": {"type": "edge", "path": str((data / f"store-{slug}").resolve())},
+        "encoders": {"image": {"type": "image-text", "model": image_model}},
+        "index": {"ocr": ocr},
+        "generator": {"type": "extractive"},
+    }
+    summary: dict[str, Any] = {"image_model": image_model, "ocr": ocr, "runs": {}}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with Pipeline(load_config(None, sections)) as pipe:
+        report = pipe.index([data / "stamps"], corpus_root=data / "stamps", progress=progress)
+        n_items = pipe.store.count("image")
+        summary["indexed"] = {"items": n_items, "skipped": [f"{s.path}: {s.reason}" for s in report.skipped], "seconds": report.seconds}
+        text_encoder, image_encoder = pipe.encoder("text"), pipe.encoder("image")
+        for qset in ("", "-no-near-dups"):
+            name = "all" if not qset else "no-near-dups"
+            qrels_path = data / f"qrels{qset}.tsv"
+            qrels = load_qrels(qrels_path)
+            summary["runs"][f"{name}/chance"] = chance(qrels, n_items)
+            for view, views in VIEWS.items():
+                retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, text_query=pipe.retriever.embed, views=views)
+                r = evaluate_retrieval(
+                    data / f"queries{qset}.jsonl",
+                    qrels_path,
+                    text_encoder,  # primes the text-query cache; an image encoder in another space embeds queries itself
+                    store=pipe.store,
+                    corpus="image",
+                    out_dir=out / name / view,
+                    retriever=retriever,
+                    vector="text" if view == "text" else "image",
+                    label=VIEW_NAMES[view],
+                    progress=progress,
+                )
+                summary["runs"][f"{name}/{view}"] = r.metrics
+                if name == "all":
+                    curves[VIEW_NAMES[view]] = r.recall_curve
+        summary["n_queries"] = {"all": len(load_qrels(data / "qrels.tsv")), "no-near-dups": len(load_qrels(data / "qrels-no-near-dups.tsv"))}
+    curves["chance"] = [(k, min(k, n_items) / n_items) for k in CURVE_KS if k <= 100]
+    out.mkdir(parents=True, exist_ok=True)
+    plot_recall_curve(curves, out / "recall_at_k.png", f"Tux Paint stamps, caption -> image ({n_items} images)")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(summary_table(summary), encoding="utf-8")
+    return summary
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table (what the README and the model card quote)."""
+    cols = ["recall@1", "recall@5", "recall@10", "ndcg@10"]
+    lines = [f"| queries | retrieval | {' | '.join(cols)} |", "|---|---|" + "---|" * len(cols)]
+    for key, metrics in summary["runs"].items():
+        qset, view = key.split("/")
+        label = VIEW_NAMES.get(view, view)
+        lines.append(f"| {qset} ({summary['n_queries'].get(qset, '?')}) | {label} | " + " | ".join(f"{metrics[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/tuxpaint"))
     ap.add_argument("--train", type=Path, default=Path("data/clipart/train.jsonl"), help="training pairs to find near-duplicates against")
     ap.add_argument("--dup-threshold", type=float, default=0.95)
+    ap.add_argument("--evaluate", type=Path, default=None, metavar="DIR", help="then index the stamps and write the evaluation to DIR")
+    ap.add_argument("--image-model", default="ragmm-clipart", help="image encoder evaluated: ragmm-clipart or a trained folder")
+    ap.add_argument("--no-ocr", action="store_true", help="index without OCR (faster; the text view then has file names only)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print(json.dumps(write(args.out, args.train if args.train.is_file() else None, threshold=args.dup_threshold)))
+    if args.evaluate is not None:
+        summary = evaluate(args.out, args.evaluate, args.image_model, ocr=not args.no_ocr)
+        print(summary_table(summary))
 
 
 if __name__ == "__main__":
