@@ -9,7 +9,7 @@ DEMO_Q2 ?= When can visitors come to the apiary?
 # Asked about an image that is not in the corpus: similar images and passages about what it shows.
 DEMO_IMAGE ?= examples/queries/bee.png
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench clean image-data train-images eval-images
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,18 @@ test-fast: install
 bench: install
 	$(PY) bench/index_throughput.py
 	$(PY) bench/retrieve_latency.py
+
+# The shipped image tower: data from Debian packages (installed when missing), the seeded
+# training run, and the held-out Tux Paint evaluation (see README, "The shipped image tower").
+image-data: install
+	$(PY) -m ragmm.training.data.clipart --out data/clipart
+	$(PY) -m ragmm.training.data.tuxpaint --out data/tuxpaint --train data/clipart/train.jsonl
+
+train-images: image-data
+	$(VENV)/bin/ragmm train retriever --config training/configs/clipart-lit.toml
+
+eval-images: image-data
+	$(PY) -m ragmm.training.data.tuxpaint --out data/tuxpaint --train data/clipart/train.jsonl --evaluate eval/tuxpaint
 
 clean:
 	rm -rf .ragmm build *.egg-info

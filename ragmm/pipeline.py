@@ -131,7 +131,7 @@ class Pipeline:
         image corpus, and image-to-text in text corpora when the image encoder shares the text
         encoder's space (``ragmm-clipart`` does); other text corpora are then left out.
         """
-        q = query if isinstance(query, Query) else Query(text=query, k=k, corpora=tuple(corpora) if corpora else None, image=str(image) if image else None)
+        q = _query(query, k, corpora, image)
         k = k or q.k or self.config.retrieve.k
         available = self.available_corpora()
         if not available:
@@ -159,7 +159,7 @@ class Pipeline:
 
     def ask(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None) -> Answer:
         """Retrieve evidence and have the generator answer from it, citing ``[n]``."""
-        q = query if isinstance(query, Query) else Query(text=query, k=k, corpora=tuple(corpora) if corpora else None, image=str(image) if image else None)
+        q = _query(query, k, corpora, image)
         t0 = time.perf_counter()
         hits = self.retrieve(q, k)
         if not hits and not any(self.store.count(c) for c in self.available_corpora()):
@@ -206,3 +206,18 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _query(query: str | Query, k: int | None, corpora: Sequence[str] | None, image: str | os.PathLike[str] | None) -> Query:
+    """A :class:`Query`; arguments given explicitly override those of a ``Query`` passed in."""
+    import dataclasses
+
+    q = query if isinstance(query, Query) else Query(text=query)
+    changes: dict[str, Any] = {}
+    if k is not None:
+        changes["k"] = k
+    if corpora:
+        changes["corpora"] = tuple(corpora)
+    if image is not None:
+        changes["image"] = str(image)
+    return dataclasses.replace(q, **changes) if changes else q

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -195,11 +195,9 @@ class HFClipEncoder:
 
     @property
     def device(self) -> str:
-        if self.config.device != "auto":
-            return self.config.device
-        import torch
+        from ragmm.encoders.sentence_transformer import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.config.device)
 
     @property
     def model(self) -> Any:
@@ -273,18 +271,10 @@ class HFClipEncoder:
         text = config.text_config
         return int(getattr(text, "projection_size", None) or text.hidden_size)
 
-    @contextlib.contextmanager
-    def _precision(self) -> Iterator[None]:
-        import torch
+    def _precision(self) -> contextlib.AbstractContextManager[None]:
+        from ragmm.encoders.sentence_transformer import autocast
 
-        from ragmm.encoders.sentence_transformer import bf16_supported
-
-        p = self.config.precision
-        if p == "bf16" or (p == "auto" and bf16_supported(self.device)):
-            with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+        return autocast(self.config.precision, self.device)
 
     def _encode(self, inputs: Sequence[Any], embed: Any, batch_size: int | None) -> np.ndarray:
         """Run ``embed(batch) -> (B, dim)`` over batches; ``(N, dim)`` float32, L2-normalised."""

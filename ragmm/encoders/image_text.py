@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,6 +59,7 @@ ROUTE_MAPPINGS: dict[tuple[str | None, str | None], str] = {
 # outside sentence_transformers), so ragmm checks the names first and imports nothing else.
 IMAGE_TOWER_TYPE = "ragmm.encoders.image_tower.ImageTower"
 TOWER_ONLY_FILE = "ragmm_image_tower.json"
+STOCK_MAX_SIDE = 512  # images for a stock sentence-transformers model are decoded to this side at most
 TOWER_DIR = "image_tower"
 SHIPPED = "ragmm-clipart"
 
@@ -262,11 +263,9 @@ class ImageTextEncoder:
 
     @property
     def device(self) -> str:
-        if self.config.device != "auto":
-            return self.config.device
-        import torch
+        from ragmm.encoders.sentence_transformer import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.config.device)
 
     @property
     def model(self) -> Any:
@@ -281,18 +280,10 @@ class ImageTextEncoder:
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    @contextlib.contextmanager
-    def _precision(self) -> Iterator[None]:
-        import torch
+    def _precision(self) -> contextlib.AbstractContextManager[None]:
+        from ragmm.encoders.sentence_transformer import autocast
 
-        from ragmm.encoders.sentence_transformer import bf16_supported
-
-        p = self.config.precision
-        if p == "bf16" or (p == "auto" and bf16_supported(self.device)):
-            with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+        return autocast(self.config.precision, self.device)
 
     def _encode(self, inputs: Sequence[Any], task: str, modality: str, batch_size: int | None) -> np.ndarray:
         import numpy as np
@@ -300,13 +291,22 @@ class ImageTextEncoder:
 
         if not len(inputs):
             return np.zeros((0, self.dim), dtype=np.float32)
-        with torch.inference_mode(), self._precision():
+        routed = type(self.model[0]).__name__ == "Router"
+        kwargs: dict[str, Any] = {"task": task}
+        if routed:
             # task and modality are explicit: nothing is left to sentence-transformers' guessing
             # from strings (a missing image path would otherwise look like text).
+            kwargs["modality"] = modality
+        elif modality == "image":
+            # A stock multimodal model tells images from texts by type: open paths here, so bad
+            # files fail naming the file and a path is never embedded as text.
+            from ragmm.encoders.image_tower import open_image
+
+            inputs = [open_image(x, STOCK_MAX_SIDE) if isinstance(x, (str, Path)) else x for x in inputs]
+        with torch.inference_mode(), self._precision():
             out = self.model.encode(
                 list(inputs),
-                task=task,
-                modality=modality,
+                **kwargs,
                 batch_size=batch_size or self.config.batch_size,
                 normalize_embeddings=True,
                 convert_to_tensor=True,

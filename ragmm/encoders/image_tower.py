@@ -106,6 +106,25 @@ def _fit(img: Image.Image, size: int) -> Image.Image:
     return rgb_on_white(img)
 
 
+def open_image(path: str | os.PathLike[str], max_side: int) -> Image.Image:
+    """An image file decoded once to RGB on white, its longer side at most ``max_side``.
+
+    Raises:
+        ImageTooLargeError, InputError: as :func:`load_image`.
+    """
+    path = str(path)
+    with _open(path) as img:
+        try:
+            img.draft("RGB", (max_side, max_side))
+            out = _fit(img, min(max_side, max(img.size)))
+            out.load()  # decode now: the file closes when this block ends
+            return out
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _too_large(path, exc) from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(path, f"corrupt image data ({exc}); fix or remove the file") from None
+
+
 def load_image(source: Any, size: int) -> Image.Image:
     """An RGB ``size`` x ``size`` image: the picture scaled to fit, centred on white.
 
@@ -133,6 +152,7 @@ def load_image(source: Any, size: int) -> Image.Image:
             try:
                 img.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale; a no-op for other formats
                 img = _fit(img, size)
+                img.load()  # decode now (an RGB file already at size is returned as opened)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise _too_large(path, exc) from None
             except (OSError, SyntaxError, ValueError) as exc:  # how Pillow reports bad pixel data

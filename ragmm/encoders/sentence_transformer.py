@@ -66,6 +66,27 @@ def resolve_model(model: str) -> tuple[str, str]:
     return model, model
 
 
+def resolve_device(setting: str) -> str:
+    """A configured device: ``auto`` picks ``cuda`` when present, else ``cpu``."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: str) -> Iterator[None]:
+    """bf16 autocast for ``precision`` ``bf16``, or ``auto`` where :func:`bf16_supported`; else nothing."""
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and bf16_supported(device)):
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
 def bf16_supported(device: str) -> bool:
     """Whether bf16 autocast is fast here: a CUDA card with bf16, or a CPU with AVX512-BF16/AMX."""
     import torch
@@ -134,11 +155,7 @@ class SentenceTransformerEncoder:
 
     @property
     def device(self) -> str:
-        if self.config.device != "auto":
-            return self.config.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.config.device)
 
     @property
     def dim(self) -> int:

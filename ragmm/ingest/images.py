@@ -109,15 +109,9 @@ def read_image(path: Path, key: str, max_bytes: int, max_side: int = 1024) -> Pa
     """
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(str(path), f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; raise [index] max_file_mb or downscale it")
-        data = path.read_bytes()
-    except PermissionError:
-        raise InputError(str(path), "not readable (permission denied); fix its permissions") from None
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read ({exc.strerror or exc}); check the file") from None
+    from ragmm.ingest.readers import read_bytes
+
+    data = read_bytes(path, max_bytes, "downscale it")
     if not data:
         raise InputError(str(path), "empty file; nothing to index")
     digest = hashlib.sha256(data).hexdigest()

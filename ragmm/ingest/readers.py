@@ -93,21 +93,30 @@ def source_key(path: Path, corpus_root: Path | None) -> str:
     return resolved.as_posix()
 
 
+def read_bytes(path: Path, max_bytes: int, shrink: str) -> bytes:
+    """The whole file, refusing one over ``max_bytes`` (``shrink`` says how to make it smaller).
+
+    Raises:
+        InputError: too large, unreadable (permission, I/O error).
+    """
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(str(path), f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; raise [index] max_file_mb or {shrink}")
+        return path.read_bytes()
+    except PermissionError:
+        raise InputError(str(path), "not readable (permission denied); fix its permissions") from None
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read ({exc.strerror or exc}); check the file") from None
+
+
 def read_source(path: Path, key: str, max_bytes: int) -> ParsedSource:
     """Read one file into pages of text.
 
     Raises:
         InputError: unreadable, empty, too large, binary, corrupt or text-less file.
     """
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(str(path), f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit; raise [index] max_file_mb or split it")
-        data = path.read_bytes()
-    except PermissionError:
-        raise InputError(str(path), "not readable (permission denied); fix its permissions") from None
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read ({exc.strerror or exc}); check the file") from None
+    data = read_bytes(path, max_bytes, "split it")
     if not data.strip():
         raise InputError(str(path), "empty file; nothing to index")
     digest = hashlib.sha256(data).hexdigest()

@@ -22,7 +22,7 @@ def env(tmp_path, monkeypatch):
 def test_index_ask_corpora_remove(env):
     res = runner.invoke(app, ["index", "docs", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "indexed 4 file(s)" in res.output and "1 skipped" in res.output
+    assert "indexed 8 file(s)" in res.output and "1 skipped" in res.output and "4 image" in res.output
     assert "noise.txt: binary data" in res.output
     assert (env / ".ragmm").is_dir()  # the default store under the working directory
 
@@ -35,8 +35,16 @@ def test_index_ask_corpora_remove(env):
     assert data["citations"] and data["citations"][0]["source"].endswith("moon_landing.html")
     assert {"retrieve", "generate", "total"} <= set(data["timings"])
 
+    # answered from the text in an image: OCR of the notice, with the shipped image encoder
+    res = runner.invoke(app, ["ask", "When can visitors come to the apiary?", "--json", "--k", "3"])
+    data = json.loads(res.output)
+    top = data["evidence"][0]
+    assert top["corpus"] == "image" and top["source"].endswith("apiary_notice.png"), data["evidence"]
+    assert "Saturdays" in top["text"] and top["path"] == str((env / "docs" / "images" / "apiary_notice.png").resolve())
+
     res = runner.invoke(app, ["corpora"])
     assert "paragraph" in res.output and "document" in res.output and "all-MiniLM-L6-v2" in res.output
+    assert "image" in res.output and "ragmm-clipart" in res.output
 
     res = runner.invoke(app, ["remove", "docs/moon_landing.html"])
     assert res.exit_code == 0 and "removed 1 source(s)" in res.output

@@ -248,3 +248,25 @@ def test_pipeline_indexes_and_searches_with_hf_clip(checkpoints, tmp_path, text_
         hits = pipe.retrieve(Query("", image=str(photos / "red.png")), k=5, corpora=["image", "paragraph"])
         assert {h.item.corpus for h in hits} == {"image"} and hits[0].item.source.endswith("red.png")
         assert len(pipe.retrieve("red", k=2, corpora=["image"])) == 2
+
+
+def test_stock_sentence_transformers_clip_loads_as_image_text(checkpoints, tmp_path):
+    """`[encoders.image] type = "image-text"` with any sentence-transformers model that reads
+    images (here a tiny CLIP saved by sentence-transformers): paths are opened by ragmm."""
+    import numpy as np
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+
+    from ragmm.encoders.image_text import ImageTextEncoder
+    from ragmm.errors import InputError
+
+    SentenceTransformer(str(checkpoints["clip"]), device="cpu").save(str(tmp_path / "st-clip"))
+    enc = ImageTextEncoder(ImageTextEncoder.Config(model=str(tmp_path / "st-clip"), precision="fp32"))
+    Image.new("RGB", (50, 30), (200, 0, 0)).save(tmp_path / "red.png")
+    by_path = enc.encode_image([str(tmp_path / "red.png")])
+    by_pil = enc.encode_image([Image.open(tmp_path / "red.png")])
+    assert by_path.shape == (1, enc.dim) and np.allclose(by_path, by_pil, atol=1e-5)
+    assert enc.encode_text(["a red square"]).shape == (1, enc.dim) and enc.text_space is None
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(InputError, match="bad.png"):
+        enc.encode_image([str(tmp_path / "bad.png")])

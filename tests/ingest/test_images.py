@@ -144,3 +144,14 @@ def test_ocr_reads_text_in_an_image(tmp_path):
     assert "HELLO" in parsed.ocr_text.upper() and "WORLD" in parsed.ocr_text.upper()
     assert 'text in the image: "' in parsed.item_text()
     assert OCR()(shape_image()) == ""  # no text, no invented text
+
+
+def test_an_image_already_at_the_tower_size_loads(tmp_path):
+    """An RGB file already size x size goes through without a resize; it must still be decoded
+    before its file closes."""
+    from ragmm.encoders.image_tower import load_image, open_image
+
+    path = tmp_path / "exact.png"
+    shape_image((64, 64)).save(path)
+    assert np.asarray(load_image(str(path), 64)).shape == (64, 64, 3)
+    assert np.asarray(open_image(path, 512)).shape == (64, 64, 3)

@@ -12,7 +12,8 @@ from tests.conftest import EXAMPLES
 @pytest.fixture
 def corpus(tmp_path):
     root = tmp_path / "corpus"
-    shutil.copytree(EXAMPLES, root / "docs")
+    # The text documents only: images have their own tests (tests/pipeline/test_images.py).
+    shutil.copytree(EXAMPLES, root / "docs", ignore=shutil.ignore_patterns("images"))
     return root
 
 
