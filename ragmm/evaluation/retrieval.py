@@ -247,7 +247,8 @@ def evaluate_retrieval(
             out_dir.mkdir(parents=True, exist_ok=True)
             name = label or encoder.name.rsplit("/", 1)[-1]
             report.plots.append(str(plot_recall_curve({name: curve}, out_dir / "recall_at_k.png", f"Recall@k: {name}")))
-            sample = [p.vectors[vector] for _, p in zip(range(2000), store.scroll(corpus, with_vectors=True), strict=False)]
+            points = (p for p in store.scroll(corpus, with_vectors=True) if vector in p.vectors)  # image items may lack a text vector
+            sample = [p.vectors[vector] for _, p in zip(range(2000), points, strict=False)]
             if sample:
                 items, queries_2d = _pooled(sample), _pooled(list(qvecs[:2000]))
                 report.modality_gap = plot_modality_gap(queries_2d, items, out_dir / "modality_gap.png", f"query vs item embeddings: {name}")

@@ -35,7 +35,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 # the Exif IFD, DateTimeOriginal and UserComment.
 _DESCRIPTION, _DATETIME, _XPTITLE, _XPCOMMENT, _XPSUBJECT = 0x010E, 0x0132, 0x9C9B, 0x9C9C, 0x9C9F
 _EXIF_IFD, _DATETIME_ORIGINAL, _USER_COMMENT = 0x8769, 0x9003, 0x9286
-_PNG_TEXT_KEYS = ("Title", "Description", "Comment", "Subject")
+_PNG_TEXT_KEYS = ("Title", "Description", "Subject")  # not "Comment": editors sign their files there
+# Descriptions that name the software or the camera rather than the picture.
+_NOT_A_DESCRIPTION = re.compile(
+    r"^(created|made|generated|edited|saved|drawn)\s+(with|by|in|using)\b|^creator:|^software:|digital camera|^(sony|kodak|nikon|canon|olympus)\b|^(default|untitled|image|none|picture)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(slots=True)
@@ -71,6 +76,15 @@ class ParsedImage:
         """The file name as words: ``red_bicycle-02.jpg`` -> ``red bicycle``."""
         return file_title(self.path)
 
+    @property
+    def has_text(self) -> bool:
+        """Whether anything names or describes the image (a title word, a description, OCR text).
+
+        An image without (``IMG_0001.jpg``, no EXIF, nothing written in it) gets no text vector:
+        embedding its bare file name would let meaningless text compete with what it shows.
+        """
+        return bool(self.title or self.description or self.ocr_text)
+
     def item_text(self) -> str:
         """What the item says about the image, for a text-only reader and the text vector."""
         parts = [self.title]
@@ -95,10 +109,15 @@ class ParsedImage:
         return meta
 
 
+# Prefixes cameras and phones put in file names: they say nothing about the picture.
+_CAMERA_WORDS = frozenset({"img", "dsc", "dscn", "dscf", "dcim", "pxl", "mvimg", "gopr", "vid", "wp", "sam", "imag", "pict"})
+
+
 def file_title(path: Path) -> str:
-    """Words of a file name, without digits-only parts: ``IMG_2031.JPG`` -> ``IMG``."""
-    words = [w for w in re.split(r"[\W_]+", path.stem) if w and not w.isdigit()]
-    return " ".join(words)
+    """Words of a file name, without digits and camera prefixes:
+    ``red_bicycle-02.jpg`` -> ``red bicycle``, ``IMG_2031.JPG`` and ``DSC00042.jpg`` -> ``""``."""
+    words = (re.sub(r"\d+", "", w) for w in re.split(r"[\W_]+", path.stem))
+    return " ".join(w for w in words if w and w.lower() not in _CAMERA_WORDS)
 
 
 def read_image(path: Path, key: str, max_bytes: int, max_side: int = 1024) -> ParsedImage:
@@ -171,7 +190,7 @@ def _text(value: Any) -> str:
         except (TypeError, ValueError):
             return ""
     text = " ".join(str(value).replace("\x00", " ").split())
-    return "" if text.lower() in {"", "default", "untitled", "image", "none"} else text[:500]
+    return "" if not text or _NOT_A_DESCRIPTION.search(text) else text[:500]
 
 
 def _metadata(img: Image.Image) -> tuple[str, str, dict[str, Any]]:

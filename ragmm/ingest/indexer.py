@@ -228,11 +228,13 @@ class Indexer:
             for p, _ in pending
         ]
         image_vecs = self.image_encoder.encode_document([p.image for p, _ in pending])  # (N, Di)
-        text_vecs = self.encoder.encode_document([item.text for item in items])  # (N, Dt)
-        points = [
-            StoredPoint(id=item.id, payload=item.to_payload(), vectors={IMAGE_VECTOR: iv, TEXT_VECTOR: tv})
-            for item, iv, tv in zip(items, image_vecs, text_vecs, strict=True)
-        ]
+        # Only images something names or describes get a text vector (see ParsedImage.has_text).
+        texted = [i for i, (p, _) in enumerate(pending) if p.has_text]
+        text_vecs = dict(zip(texted, self.encoder.encode_document([items[i].text for i in texted]), strict=True))  # i -> (Dt,)
+        points = []
+        for i, (item, iv) in enumerate(zip(items, image_vecs, strict=True)):
+            vectors = {IMAGE_VECTOR: iv, **({TEXT_VECTOR: text_vecs[i]} if i in text_vecs else {})}
+            points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors=vectors))
         self.store.upsert(IMAGE, points)
         for (parsed, previous), _ in zip(pending, items, strict=True):
             if previous is not None:

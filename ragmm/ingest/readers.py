@@ -86,10 +86,13 @@ def source_key(path: Path, corpus_root: Path | None) -> str:
     stores), else the absolute path."""
     resolved = path.resolve()
     if corpus_root is not None:
-        try:
-            return resolved.relative_to(corpus_root.resolve()).as_posix()
-        except ValueError:
-            pass
+        # Symbolic links inside the root keep their names under it (a folder of links to files
+        # elsewhere is still that folder), so the path is made absolute before it is resolved.
+        for candidate, root in ((Path(os.path.abspath(path)), Path(os.path.abspath(corpus_root))), (resolved, corpus_root.resolve())):
+            try:
+                return candidate.relative_to(root).as_posix()
+            except ValueError:
+                pass
     return resolved.as_posix()
 
 

@@ -64,7 +64,7 @@ def test_exif_description_and_date(tmp_path):
     parsed = read_image(path, "k", 50 * MB)
     assert parsed.description == "A red bicycle against a wall"
     assert parsed.date == "2024:05:01 10:00:00"
-    assert parsed.title == "IMG"
+    assert parsed.title == "" and parsed.has_text  # a camera name says nothing; the description does
     text = parsed.item_text()
     assert "red bicycle" in text
     meta = parsed.metadata()
@@ -133,6 +133,7 @@ def test_file_over_the_byte_limit(tmp_path):
 def test_file_title():
     assert file_title(Path("full_moon-01.png")) == "full moon"
     assert file_title(Path("2024.jpg")) == ""
+    assert file_title(Path("IMG_2031.JPG")) == "" and file_title(Path("DSC00042.jpg")) == ""
 
 
 @pytest.mark.slow
@@ -155,3 +156,13 @@ def test_an_image_already_at_the_tower_size_loads(tmp_path):
     shape_image((64, 64)).save(path)
     assert np.asarray(load_image(str(path), 64)).shape == (64, 64, 3)
     assert np.asarray(open_image(path, 512)).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("stamp", ["Created with The GIMP", "OLYMPUS DIGITAL CAMERA", "SONY DSC", "Made with the GIMP. Made by Jim Trice"])
+def test_software_and_camera_stamps_are_not_descriptions(tmp_path, stamp):
+    path = tmp_path / "IMG_1234.jpg"
+    exif = Image.Exif()
+    exif[0x010E] = stamp
+    shape_image().save(path, exif=exif)
+    parsed = read_image(path, "k", 50 * MB)
+    assert parsed.description == "" and not parsed.has_text

@@ -97,3 +97,17 @@ def test_unreadable_file(tmp_path, monkeypatch):
         path.chmod(0)
     with pytest.raises(InputError, match="permission denied"):
         read_source(path, "secret.txt", 50 * MB)
+
+
+def test_source_key_keeps_symlink_names_under_the_corpus_root(tmp_path):
+    from ragmm.ingest.readers import source_key
+
+    elsewhere = tmp_path / "elsewhere" / "apple.png"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"x")
+    root = tmp_path / "corpus"
+    (root / "fruit").mkdir(parents=True)
+    (root / "fruit" / "apple.png").symlink_to(elsewhere)
+    assert source_key(root / "fruit" / "apple.png", root) == "fruit/apple.png"
+    assert source_key(elsewhere, root) == elsewhere.resolve().as_posix()  # outside the root: absolute
+    assert source_key(elsewhere, None) == elsewhere.resolve().as_posix()

@@ -92,6 +92,22 @@ def test_image_query_finds_the_same_image(make_pipeline, gallery):
     assert answer.citations[0].hit.item.source.endswith("green_box.webp")
 
 
+def test_images_nothing_describes_get_no_text_vector(make_pipeline, tmp_path):
+    """IMG_0002.jpg with no EXIF and no text in it: only its pixels can find it, so its bare file
+    name is not embedded to compete with what other images show."""
+    root = tmp_path / "camera"
+    root.mkdir()
+    draw(root / "IMG_0002.jpg", (200, 200, 30))
+    draw(root / "yellow_square.png", (200, 200, 30))
+    pipe = make_pipeline(**NO_OCR)
+    pipe.index([root], progress=False)
+    points = {p.payload["source"].rsplit("/", 1)[-1]: p for p in pipe.store.scroll("image", with_vectors=True)}
+    assert set(points["IMG_0002.jpg"].vectors) == {"image"} and points["IMG_0002.jpg"].payload["text"] == "IMG_0002.jpg"
+    assert set(points["yellow_square.png"].vectors) == {"image", "text"}
+    hits = {h.item.source.rsplit("/", 1)[-1]: h for h in pipe.retrieve("yellow square", k=2, corpora=["image"])}
+    assert set(hits["IMG_0002.jpg"].scores) == {"image"} and set(hits["yellow_square.png"].scores) == {"image", "text"}
+
+
 def test_missing_query_image_names_the_file(make_pipeline, gallery, tmp_path):
     pipe = make_pipeline(**NO_OCR)
     pipe.index([gallery], progress=False)

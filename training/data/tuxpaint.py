@@ -19,6 +19,8 @@ Writes, under ``--out``:
     queries-no-near-dups.jsonl   the same without captions of near-duplicate stamps
     qrels-no-near-dups.tsv
     near_duplicates.tsv          stamp, openclipart training image, thumbnail cosine
+    stamps-anonymous/NNNN.png    the same stamps under numbers, as a camera names photos: what
+    qrels-anonymous.tsv          the image tower is for when file names say nothing
     ragmm.toml                   a config with its own store under store/, for the commands below
 
 Example (from the repository root):
@@ -89,11 +91,18 @@ def write(out: Path, train_jsonl: Path | None, root: Path = STAMPS, threshold: f
     link_root = out / "stamps"
     if link_root.exists():
         shutil.rmtree(link_root)
+    anon_root = out / "stamps-anonymous"
+    if anon_root.exists():
+        shutil.rmtree(anon_root)
+    anon_root.mkdir(parents=True)
     by_caption: dict[str, list[str]] = {}
-    for p in pngs:
+    anonymous: dict[str, str] = {}
+    for i, p in enumerate(pngs):
         rel = p.relative_to(root)
         (link_root / rel).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(p, link_root / rel)
+        anonymous[rel.as_posix()] = f"{i:04d}.png"
+        os.symlink(p, anon_root / anonymous[rel.as_posix()])
         by_caption.setdefault(read_caption(p), []).append(rel.as_posix())
     dups: list[tuple[Path, str, float]] = []
     if train_jsonl is not None:
@@ -118,6 +127,10 @@ def write(out: Path, train_jsonl: Path | None, root: Path = STAMPS, threshold: f
                     r.write(f"q{i:04d}\t0\t{d}\t1\n")
                 n += 1
         counts[f"queries{suffix}"] = n
+    with open(out / "qrels-anonymous.tsv", "w", encoding="utf-8") as r:
+        for i, (_caption, docs) in enumerate(sorted(by_caption.items())):
+            for d in docs:
+                r.write(f"q{i:04d}\t0\t{anonymous[d]}\t1\n")
     (out / "ragmm.toml").write_text(
         "# Tux Paint stamps as the image corpus (written by ragmm.training.data.tuxpaint).\n"
         f'[store]\ntype = "edge"\npath = "{(out / "store").resolve()}"\n\n[retrieve]\ncorpora = ["image"]\n',
@@ -156,28 +169,36 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
     from ragmm.retrievers.image import ImageCorpusRetriever
 
     slug = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
-    sections = {
-        "store": {"type": "edge", "path": str((data / f"store-{slug}").resolve())},
-        "encoders": {"image": {"type": "image-text", "model": image_model}},
-        "index": {"ocr": ocr},
-        "generator": {"type": "extractive"},
-    }
-    summary: dict[str, Any] = {"image_model": image_model, "ocr": ocr, "runs": {}}
+    summary: dict[str, Any] = {"image_model": image_model, "ocr": ocr, "runs": {}, "indexed": {}, "n_queries": {}}
     curves: dict[str, list[tuple[int, float]]] = {}
-    with Pipeline(load_config(None, sections)) as pipe:
-        report = pipe.index([data / "stamps"], corpus_root=data / "stamps", progress=progress)
-        n_items = pipe.store.count("image")
-        summary["indexed"] = {"items": n_items, "skipped": [f"{s.path}: {s.reason}" for s in report.skipped], "seconds": report.seconds}
-        text_encoder, image_encoder = pipe.encoder("text"), pipe.encoder("image")
-        for qset in ("", "-no-near-dups"):
-            name = "all" if not qset else "no-near-dups"
-            qrels_path = data / f"qrels{qset}.tsv"
+    # (name, folder indexed, queries, qrels, OCR): the stamps as named, without the near-duplicates
+    # of training images, and under numbers (no OCR there: the stamps hold almost no text, and the
+    # point is what is left when names say nothing).
+    settings = [
+        ("all", "stamps", "queries.jsonl", "qrels.tsv", ocr),
+        ("no-near-dups", "stamps", "queries-no-near-dups.jsonl", "qrels-no-near-dups.tsv", ocr),
+        ("anonymous-names", "stamps-anonymous", "queries.jsonl", "qrels-anonymous.tsv", False),
+    ]
+    for name, folder, queries_file, qrels_file, with_ocr in settings:
+        sections = {
+            "store": {"type": "edge", "path": str((data / f"store-{slug}-{folder}").resolve())},
+            "encoders": {"image": {"type": "image-text", "model": image_model}},
+            "index": {"ocr": with_ocr},
+            "generator": {"type": "extractive"},
+        }
+        with Pipeline(load_config(None, sections)) as pipe:
+            report = pipe.index([data / folder], corpus_root=data / folder, progress=progress)
+            n_items = pipe.store.count("image")
+            summary["indexed"][folder] = {"items": n_items, "ocr": with_ocr, "skipped": [f"{s.path}: {s.reason}" for s in report.skipped], "seconds": report.seconds}
+            text_encoder, image_encoder = pipe.encoder("text"), pipe.encoder("image")
+            qrels_path = data / qrels_file
             qrels = load_qrels(qrels_path)
+            summary["n_queries"][name] = len(qrels)
             summary["runs"][f"{name}/chance"] = chance(qrels, n_items)
             for view, views in VIEWS.items():
                 retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, text_query=pipe.retriever.embed, views=views)
                 r = evaluate_retrieval(
-                    data / f"queries{qset}.jsonl",
+                    data / queries_file,
                     qrels_path,
                     text_encoder,  # primes the text-query cache; an image encoder in another space embeds queries itself
                     store=pipe.store,
@@ -189,9 +210,8 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
                     progress=progress,
                 )
                 summary["runs"][f"{name}/{view}"] = r.metrics
-                if name == "all":
-                    curves[VIEW_NAMES[view]] = r.recall_curve
-        summary["n_queries"] = {"all": len(load_qrels(data / "qrels.tsv")), "no-near-dups": len(load_qrels(data / "qrels-no-near-dups.tsv"))}
+                if name in ("all", "anonymous-names") and not (name == "anonymous-names" and view == "image"):
+                    curves[f"{VIEW_NAMES[view]}{' (numbered files)' if name != 'all' else ''}"] = r.recall_curve
     curves["chance"] = [(k, min(k, n_items) / n_items) for k in CURVE_KS if k <= 100]
     out.mkdir(parents=True, exist_ok=True)
     plot_recall_curve(curves, out / "recall_at_k.png", f"Tux Paint stamps, caption -> image ({n_items} images)")
@@ -207,7 +227,7 @@ def summary_table(summary: dict[str, Any]) -> str:
     for key, metrics in summary["runs"].items():
         qset, view = key.split("/")
         label = VIEW_NAMES.get(view, view)
-        lines.append(f"| {qset} ({summary['n_queries'].get(qset, '?')}) | {label} | " + " | ".join(f"{metrics[c]:.3f}" for c in cols) + " |")
+        lines.append(f"| {qset} ({summary['n_queries'].get(qset, '?')} queries) | {label} | " + " | ".join(f"{metrics[c]:.3f}" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
