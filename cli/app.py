@@ -21,11 +21,15 @@ app.add_typer(eval_app, name="eval")
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="embedded store folder (overrides [store] path)")]
 
 
-def _pipeline(config: Path | None, store: Path | None = None) -> Any:
+def _pipeline(config: Path | None, store: Path | None = None, generator: str | None = None) -> Any:
     from ragmm.pipeline import Pipeline
 
-    overrides = {"store": {"type": "edge", "path": str(store)}} if store else None
-    return Pipeline.from_config(config, **(overrides or {}))
+    overrides: dict[str, Any] = {}
+    if store:
+        overrides["store"] = {"type": "edge", "path": str(store)}
+    if generator:
+        overrides["generator"] = {"type": generator}
+    return Pipeline.from_config(config, **overrides)
 
 
 @app.command()
@@ -62,6 +66,7 @@ def ask(
     corpus: Annotated[list[str] | None, typer.Option("--corpus", help="search only these corpora")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="ask about this image: retrieval is by the image (similar images, and passages about what it shows)")] = None,
     open_images: Annotated[bool, typer.Option("--open", help="open the image evidence with the system's viewer (prints the paths when there is none)")] = False,
+    generator: Annotated[str | None, typer.Option("--generator", help="answer with this generator instead of [generator] (smollm2, extractive, ...)")] = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -75,7 +80,7 @@ def ask(
         if image is None:
             raise ConfigError("give a question, or --image PATH to ask about an image")
         question = "What is in this image, and where else does it appear?"
-    with _pipeline(config, store) as pipe:
+    with _pipeline(config, store, generator) as pipe:
         answer = pipe.ask(question, k=k, corpora=corpus, image=image)
     if open_images:
         _open_images([h.item.image_path for h in answer.evidence if h.item.image_path])

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from ragmm.cli.common import ConfigOpt, quiet_libraries, user_errors
 
 eval_app = typer.Typer(help="Evaluate ragmm's retrievers.", no_args_is_help=True)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from ragmm.cli.common import quiet_libraries, user_errors
 
 train_app = typer.Typer(help="Fine-tune ragmm's models with contrastive losses.", no_args_is_help=True)

@@ -143,9 +143,8 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         from ragmm.config import _explain
 
         raise ConfigError(_explain(exc, str(p))) from None
-    from ragmm.training.losses import LOSSES
-
     from ragmm.training.kinds import KINDS
+    from ragmm.training.losses import LOSSES
 
     if cfg.model.kind not in KINDS:
         raise ConfigError(f"{p}: field 'model.kind' (got {cfg.model.kind!r}): unknown model kind; known: {', '.join(sorted(KINDS))}")

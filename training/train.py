@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragmm.errors import ConfigError, InputError
 from ragmm.training.config import TrainConfig
+
+from ragmm.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -191,8 +192,9 @@ def _jsonl_logger(path: Path, batch: int) -> Any:
 
 def evaluate_model(model_path: str, cfg: TrainConfig, out_dir: Path, label: str, progress: bool) -> dict[str, float]:
     """Run ``ragmm eval retrieval`` on the ``[eval]`` section with the model at ``model_path``."""
-    from ragmm.evaluation.retrieval import evaluate_retrieval
     from ragmm.training.kinds import get_kind
+
+    from ragmm.evaluation.retrieval import evaluate_retrieval
 
     e = cfg.eval
     assert e is not None
@@ -223,11 +225,11 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         A :class:`TrainResult` with steps, throughput, final loss and eval figures.
     """
     import torch
+    from ragmm.training.kinds import get_kind
+    from ragmm.training.losses import LOSSES
     from sentence_transformers.base.sampler import DefaultBatchSampler
 
     from ragmm.encoders.sentence_transformer import resolve_model
-    from ragmm.training.kinds import get_kind
-    from ragmm.training.losses import LOSSES
 
     t = cfg.train
     out = cfg.resolve(cfg.output)

@@ -31,6 +31,7 @@ from ragmm.generation.prompt import (
     number_evidence,
     parse_citations,
     question_text,
+    trim_repetition,
     truncate,
 )
 from ragmm.types import Answer, Hit, Query
@@ -194,7 +195,7 @@ class CausalLMGenerator:
         with torch.inference_mode():
             out = self._model.generate(**inputs, generation_config=gen_cfg)  # (1, prompt + new)
         prompt_len = inputs["input_ids"].shape[1]
-        raw = tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip()
+        raw = trim_repetition(tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip())
         timings["generate"] = time.perf_counter() - start
 
         # The model saw evidence 1..shown only: it cannot cite the rest.

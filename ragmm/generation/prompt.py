@@ -343,3 +343,21 @@ def _stemmer():  # -> Callable[[str], str]
     except ImportError:
         return lambda word: word
     return functools.lru_cache(maxsize=65536)(PorterStemmer().stem)
+
+
+# A phrase of 2 to 15 words said three or more times in a row: the loop greedy decoding of a
+# small model falls into ("the direction of the direction of the direction of ...").
+_LOOP = re.compile(r"(\b\w+(?:\W+\w+){1,14}?)(?:\W+\1\b){2,}", re.IGNORECASE)
+
+
+def trim_repetition(text: str) -> str:
+    """``text`` cut where it starts repeating one phrase in a loop, keeping the phrase once.
+
+    Example:
+        >>> trim_repetition("It shows the direction of the direction of the direction of the direction")
+        'It shows the direction of...'
+    """
+    m = _LOOP.search(text)
+    if m is None:
+        return text
+    return text[: m.start(1) + len(m.group(1))].rstrip(" ,;:") + "..."

@@ -2,9 +2,9 @@ import json
 import shutil
 
 import pytest
+from ragmm.cli.app import app
 from typer.testing import CliRunner
 
-from ragmm.cli.app import app
 from tests.conftest import EXAMPLES
 
 runner = CliRunner(env={"COLUMNS": "250"})
@@ -78,3 +78,9 @@ def test_config_prints_effective_toml(env):
     assert res.exit_code == 0
     assert '[generator]\ntype = "extractive"' in res.output
     assert "precision = " in res.output and "[store]" in res.output
+
+
+def test_ask_generator_option(env):
+    res = runner.invoke(app, ["ask", "anything", "--generator", "no-such-generator"])
+    assert res.exit_code == 1 and res.output.startswith("error:") and "no-such-generator" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -132,3 +132,13 @@ def test_ground_cites_nothing_below_the_threshold_or_without_evidence() -> None:
 
 def test_no_evidence_answer_says_how_to_index() -> None:
     assert "ragmm index" in NO_EVIDENCE_ANSWER
+
+
+def test_trim_repetition_cuts_a_loop_once():
+    from ragmm.generation.prompt import trim_repetition
+
+    looped = "The dance shows the direction of the direction of the direction of the direction of the direction [2]"
+    assert trim_repetition(looped) == "The dance shows the direction of..."
+    said_twice = "Bees dance. Bees dance. They fly [1]."
+    assert trim_repetition(said_twice) == said_twice  # twice is not a loop
+    assert trim_repetition("A plain answer [1].") == "A plain answer [1]."

@@ -7,7 +7,6 @@ import math
 
 import pytest
 from PIL import Image
-
 from ragmm.training.data import clipart, tuxpaint
 
 LOWER = {"full", "moon", "red", "apple", "dog", "bored", "mammals", "star", "step"}

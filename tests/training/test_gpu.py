@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-
 from ragmm.training.config import load_train_config
 from ragmm.training.train import train_retriever
+
 from tests.training.test_train import logged_losses, tiny_model, train_files  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-
-from ragmm.errors import InputError, ModelNotFoundError
 from ragmm.training.config import load_train_config
 from ragmm.training.train import train_retriever
+
+from ragmm.errors import InputError, ModelNotFoundError
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -169,7 +169,6 @@ def test_a_corrupt_image_stops_training_naming_the_file(tmp_path, tiny_text, toy
 
 def test_oversized_images_are_skipped_with_a_count(tmp_path, toy, monkeypatch, caplog):
     from datasets import Dataset
-
     from ragmm.training.kinds.image_text import screen_images
 
     _, rows = toy

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from ragmm.training.config import load_train_config
 
 WORDS = "red blue green cat dog bird runs flies swims fast slow big small tree river sky sea".split()
@@ -96,12 +95,11 @@ def logged_losses(out):
 
 
 def test_plain_bert_gets_a_colbert_head(tiny_bert):
+    from ragmm.training.config import TrainConfig
+    from ragmm.training.kinds import get_kind
     from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
-
-    from ragmm.training.config import TrainConfig
-    from ragmm.training.kinds import get_kind
 
     cfg = TrainConfig.model_validate({"model": {"kind": "late-interaction", "base": str(tiny_bert), "max_seq_length": 16}, "data": {"train": "x.jsonl"}})
     model = get_kind("late-interaction").load(cfg)
@@ -120,10 +118,11 @@ def test_training_lowers_the_maxsim_loss(trained):
 
 
 def test_checkpoint_reloads_with_the_trained_token_vectors(trained):
+    from ragmm.training.kinds import get_kind
+
     from ragmm.encoders.late_interaction import LateInteractionEncoder
     from ragmm.protocols import Encoder
     from ragmm.registry import registry
-    from ragmm.training.kinds import get_kind
 
     res, model, _ = trained
     enc = get_kind("late-interaction").eval_encoder(res.output)

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-
-from ragmm.errors import ConfigError
 from ragmm.training.config import load_train_config
 from ragmm.training.train import train_retriever
+
+from ragmm.errors import ConfigError
 
 WORDS = "red blue green cat dog bird runs flies swims fast slow big small tree river sky sea".split()
 

@@ -162,11 +162,12 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
     """
     import re
 
+    from ragmm.retrievers.image import ImageCorpusRetriever
+
     from ragmm.config import load_config
     from ragmm.evaluation.plots import plot_recall_curve
     from ragmm.evaluation.retrieval import CURVE_KS, evaluate_retrieval, load_qrels
     from ragmm.pipeline import Pipeline
-    from ragmm.retrievers.image import ImageCorpusRetriever
 
     slug = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
     summary: dict[str, Any] = {"image_model": image_model, "ocr": ocr, "runs": {}, "indexed": {}, "n_queries": {}}

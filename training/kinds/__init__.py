@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ragmm.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ragmm.protocols import Encoder
     from ragmm.training.config import TrainConfig
+
+    from ragmm.protocols import Encoder
 
 KINDS: dict[str, str] = {
     "text": "ragmm.training.kinds.text:TextDualEncoder",

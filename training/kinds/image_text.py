@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from ragmm.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from ragmm.protocols import Encoder
     from ragmm.training.config import TrainConfig
+
+    from ragmm.protocols import Encoder
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ragmm.protocols import Encoder
     from ragmm.training.config import TrainConfig
+
+    from ragmm.protocols import Encoder
 
 
 class TextDualEncoder:

@@ -34,11 +34,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from sentence_transformers.base.losses import CachedLossMixin
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import LogitScale, require_columns
 from ragmm.training.losses.clip import CLIP_CITATION, clip_row_losses
+from sentence_transformers.base.losses import CachedLossMixin
+from torch import Tensor, nn
 
 GRADCACHE_CITATION = """
 @inproceedings{gao2021gradcache,

@@ -28,8 +28,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import (
     concat_token_batches,
     embed_sentences,
@@ -39,6 +37,7 @@ from ragmm.training.losses.base import (
     require_columns,
 )
 from ragmm.training.losses.maxsim import COLBERT_CITATION, maxsim_scores
+from torch import Tensor, nn
 
 CLAMR_CITATION = """
 @misc{wan2025clamr,

@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
+from torch import Tensor, nn
 
 CLIP_CITATION = """
 @inproceedings{radford2021clip,

@@ -24,10 +24,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
 from ragmm.training.losses.clip import CLIP_CITATION, clip_loss
+from torch import Tensor, nn
 
 CONTRASTIVE_GAP_CITATION = """
 @misc{fahim2024contrastivegap,

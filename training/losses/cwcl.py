@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
+from torch import Tensor, nn
 
 CWCL_CITATION = """
 @inproceedings{srinivasa2023cwcl,

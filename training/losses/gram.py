@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
+from torch import Tensor, nn
 
 GRAM_CITATION = """
 @inproceedings{cicchetti2025gram,

@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import (
     concat_token_batches,
     embed_tokens,
@@ -28,6 +26,7 @@ from ragmm.training.losses.base import (
     pad_token_batches,
     require_columns,
 )
+from torch import Tensor, nn
 
 COLBERT_CITATION = """
 @inproceedings{khattab2020colbert,

@@ -27,9 +27,8 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
+from torch import Tensor, nn
 
 SYMILE_CITATION = """
 @inproceedings{saporta2024symile,

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-
 from ragmm.training.losses import CLIPLoss
+
 from tests.training.losses.conftest import sentences
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from ragmm.training.losses import CLaMRLoss, clamr_loss
+
 from tests.training.losses.helpers import (
     assert_gradients_flow,
     assert_matches_reference,

@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-
 from ragmm.training.losses import (
     CLIPUniformityAlignmentLoss,
     clip_loss,
     clip_uniformity_alignment_loss,
     clip_uniformity_alignment_terms,
 )
+
 from tests.training.losses.helpers import (
     assert_gradients_flow,
     assert_matches_reference,

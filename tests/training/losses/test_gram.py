@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from ragmm.training.losses import GRAMLoss, gram_loss, gram_volume
+
 from tests.training.losses.helpers import (
     assert_gradients_flow,
     assert_matches_reference,

@@ -4,9 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from torch import nn
-
 from ragmm.training.losses import LOSSES
+from torch import nn
 
 NAMES = ["clip", "clip-uniformity-alignment", "maxsim", "clamr", "cwcl", "symile", "gram", "cached-clip"]
 

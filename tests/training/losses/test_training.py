@@ -13,8 +13,8 @@ import random
 
 import pytest
 import torch
-
 from ragmm.training.losses import LOSSES, cwcl_weights
+
 from tests.training.losses.conftest import WORDS
 
 N = 32
