@@ -126,14 +126,32 @@ def read_image(path: Path, key: str, max_bytes: int, max_side: int = 1024) -> Pa
     Raises:
         InputError: unreadable, empty, too large (bytes or pixels), corrupt or not an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    data, digest = read_image_bytes(path, max_bytes)
+    return decode_image(path, key, data, digest, max_side)
 
+
+def read_image_bytes(path: Path, max_bytes: int) -> tuple[bytes, str]:
+    """The file's bytes and their SHA-256, so an unchanged file can be skipped before decoding.
+
+    Raises:
+        InputError: unreadable, empty or over ``max_bytes``.
+    """
     from ragmm.ingest.readers import read_bytes
 
     data = read_bytes(path, max_bytes, "downscale it")
     if not data:
         raise InputError(str(path), "empty file; nothing to index")
-    digest = hashlib.sha256(data).hexdigest()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def decode_image(path: Path, key: str, data: bytes, digest: str, max_side: int = 1024) -> ParsedImage:
+    """Decode the bytes of an image file (first frame), downscaled to ``max_side``.
+
+    Raises:
+        InputError: too many pixels, corrupt, or not an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             # Between 1x and 2x the limit Pillow only warns and would decode anyway.

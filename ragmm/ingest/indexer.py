@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ragmm.errors import InputError
 from ragmm.ingest.chunking import DOCUMENT, PARAGRAPH, ChunkedSource, Chunker
-from ragmm.ingest.images import IMAGE_SUFFIXES, OCR, ParsedImage, read_image
+from ragmm.ingest.images import IMAGE_SUFFIXES, OCR, ParsedImage, decode_image, read_image_bytes
 from ragmm.ingest.ledger import LEDGER, Ledger, SourceRecord
 from ragmm.ingest.readers import read_source, source_key, walk
 from ragmm.protocols import CollectionSpec, Encoder, Store, StoredPoint, VectorSpec, Where
@@ -204,13 +204,14 @@ class Indexer:
             self.store.create_collection(image_spec(self.image_encoder, self.encoder))  # type: ignore[arg-type]
             self._image_ready = True
         try:
-            parsed = read_image(path, key, max_bytes, self.settings.image_max_side)
+            data, digest = read_image_bytes(path, max_bytes)
+            previous = self.ledger.get(key)
+            if previous is not None and previous.source_hash == digest:
+                report.files_unchanged += 1  # known by its hash: never decoded again
+                return None
+            parsed = decode_image(path, key, data, digest, self.settings.image_max_side)
         except InputError as exc:
             report.skipped.append(SkippedFile(exc.path, exc.reason))
-            return None
-        previous = self.ledger.get(key)
-        if previous is not None and previous.source_hash == parsed.source_hash:
-            report.files_unchanged += 1
             return None
         if self.ocr is not None:
             try:

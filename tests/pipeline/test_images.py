@@ -195,3 +195,17 @@ def test_cli_ask_image_json_and_open(tmp_path, monkeypatch, gallery):
 def test_image_vectors_are_unit_norm(image_encoder, gallery):
     vecs = image_encoder.encode_image([str(gallery / "red_square.png"), Image.open(gallery / "green_box.webp")])
     assert vecs.shape == (2, 384) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+
+
+def test_unchanged_images_are_not_decoded_again(make_pipeline, gallery, monkeypatch):
+    import ragmm.ingest.indexer as indexer
+
+    pipe = make_pipeline(**NO_OCR)
+    pipe.index([gallery], progress=False)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("an unchanged image was decoded")
+
+    monkeypatch.setattr(indexer, "decode_image", no_decode)
+    again = pipe.index([gallery], progress=False)
+    assert again.files_unchanged == 4 and again.files_indexed == 0
