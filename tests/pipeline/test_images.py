@@ -203,9 +203,14 @@ def test_unchanged_images_are_not_decoded_again(make_pipeline, gallery, monkeypa
     pipe = make_pipeline(**NO_OCR)
     pipe.index([gallery], progress=False)
 
-    def no_decode(*args, **kwargs):
-        raise AssertionError("an unchanged image was decoded")
+    decoded = []
+    real = indexer.decode_image
 
-    monkeypatch.setattr(indexer, "decode_image", no_decode)
+    def counting(path, *args, **kwargs):
+        decoded.append(path.name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(indexer, "decode_image", counting)
     again = pipe.index([gallery], progress=False)
     assert again.files_unchanged == 4 and again.files_indexed == 0
+    assert sorted(decoded) == ["broken.png", "fake.jpg"]  # only the files skipped last time are tried again
