@@ -52,7 +52,10 @@ def retrieval(
             raise ConfigError(f"no corpus {corpus!r} in the store; `ragmm corpora` lists them")
         image_corpus = spec is not None and spec.modality == "image"
         # A corpus file of {"id", "image"} rows is encoded by the image encoder (its documents are images).
-        image_file = corpus_file is not None and '"image"' in corpus_file.read_text(encoding="utf-8").split("\n", 1)[0]
+        image_file = False
+        if corpus_file is not None:
+            with open(corpus_file, encoding="utf-8") as fh:
+                image_file = '"image"' in fh.readline()
         report = evaluate_retrieval(
             queries,
             qrels,

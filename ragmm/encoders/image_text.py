@@ -162,8 +162,12 @@ def image_tower(model: Any) -> Any:
     return model[0].sub_modules[IMAGE_ROUTE][0]
 
 
-def _check_checkpoint(path: Path) -> None:
-    """Refuse folders that are not ragmm image-text checkpoints, before anything is imported."""
+def _check_checkpoint(path: Path) -> bool:
+    """Refuse folders that are not ragmm image-text checkpoints, before anything is imported.
+
+    Returns:
+        Whether the folder uses ragmm's ImageTower (which loading must be allowed to import).
+    """
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         raise ModelNotFoundError(f'{path}: not a sentence-transformers model folder (no modules.json); train one with [model] kind = "image-text"')
@@ -176,7 +180,7 @@ def _check_checkpoint(path: Path) -> None:
             types += router["types"].values()
             has_image_route |= IMAGE_ROUTE in router["structure"]
     if not has_image_route and all(t.startswith("sentence_transformers.") for t in types):
-        return  # a stock sentence-transformers model; whether it reads images is checked on load
+        return False  # a stock sentence-transformers model; whether it reads images is checked on load
     if not has_image_route:
         raise ModelNotFoundError(f"{path}: not an image-text model (no Router with an '{IMAGE_ROUTE}' route); train one with [model] kind = \"image-text\"")
     foreign = sorted({t for t in types if t != IMAGE_TOWER_TYPE and not t.startswith("sentence_transformers.")})
@@ -185,6 +189,7 @@ def _check_checkpoint(path: Path) -> None:
     code = sorted(str(p.relative_to(path)) for p in path.rglob("*.py"))
     if code:
         raise ModelNotFoundError(f"{path}: holds Python files ({', '.join(code[:3])}); ragmm does not run code shipped with a checkpoint, remove them")
+    return IMAGE_TOWER_TYPE in types
 
 
 def load_image_text_model(path: str | Path, device: str | None = None) -> Any:
@@ -199,11 +204,9 @@ def load_image_text_model(path: str | Path, device: str | None = None) -> Any:
     folder = Path(path).expanduser()
     if (folder / TOWER_ONLY_FILE).is_file():
         return load_tower_only(folder, device)[0]
-    _check_checkpoint(folder)
-    # trust_remote_code only lets sentence-transformers import ragmm's ImageTower; the check above
+    # trust_remote_code only lets sentence-transformers import ragmm's ImageTower; the check
     # allows no other class and no code files in the folder.
-    configs = [folder / "modules.json", *folder.glob("router_config.json"), *folder.glob("*/router_config.json")]
-    ours = any(IMAGE_TOWER_TYPE in p.read_text(encoding="utf-8") for p in configs)
+    ours = _check_checkpoint(folder)
     model = SentenceTransformer(str(folder), device=device, trust_remote_code=ours, local_files_only=True)
     if "image" not in getattr(model, "modalities", []):
         raise ModelNotFoundError(f"{folder}: this sentence-transformers model does not read images (modalities: {', '.join(getattr(model, 'modalities', []))}); configure it under [encoders.text]")

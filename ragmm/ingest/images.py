@@ -20,7 +20,7 @@ import io
 import re
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,6 @@ class ParsedImage:
     description: str = ""
     date: str = ""
     ocr_text: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -158,7 +157,7 @@ def decode_image(path: Path, key: str, data: bytes, digest: str, max_side: int =
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             width, height, fmt = img.width, img.height, img.format or path.suffix.lstrip(".").upper()
-            description, date, extra = _metadata(img)
+            description, date = _metadata(img)
             img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale
             img.seek(0)  # first frame of a GIF / multi-page TIFF
             img.load()
@@ -170,11 +169,13 @@ def decode_image(path: Path, key: str, data: bytes, digest: str, max_side: int =
         raise InputError(str(path), f"not an image Pillow can read (corrupt, truncated, or not really a '{path.suffix}'); fix or remove the file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # how Pillow reports bad pixel data
         raise InputError(str(path), f"corrupt image data ({str(exc)[:100]}); fix or remove the file") from None
-    return ParsedImage(path=path, key=key, source_hash=digest, image=small, width=width, height=height, format=fmt, description=description, date=date, extra=extra)
+    return ParsedImage(path=path, key=key, source_hash=digest, image=small, width=width, height=height, format=fmt, description=description, date=date)
 
 
 def _downscale(img: Image.Image, max_side: int) -> Image.Image:
     """RGB on white, longer side at most ``max_side``: one new image, the decoded one released."""
+    from PIL import Image
+
     from ragmm.encoders.image_tower import rgb_on_white
 
     if img.mode == "P":
@@ -183,14 +184,8 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
         img = img.convert("L" if img.mode in ("1", "I;16", "I;16B", "I", "F") else "RGB")
     if max(img.size) > max_side:
         scale = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), _bicubic(), reducing_gap=2.0)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC, reducing_gap=2.0)
     return rgb_on_white(img)
-
-
-def _bicubic() -> Any:
-    from PIL import Image
-
-    return Image.Resampling.BICUBIC
 
 
 def _text(value: Any) -> str:
@@ -211,10 +206,9 @@ def _text(value: Any) -> str:
     return "" if not text or _NOT_A_DESCRIPTION.search(text) else text[:500]
 
 
-def _metadata(img: Image.Image) -> tuple[str, str, dict[str, Any]]:
-    """(description, date, other fields) from EXIF and PNG text chunks."""
+def _metadata(img: Image.Image) -> tuple[str, str]:
+    """(description, date) from EXIF and PNG text chunks."""
     description = date = ""
-    extra: dict[str, Any] = {}
     try:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not cost the image
@@ -235,7 +229,7 @@ def _metadata(img: Image.Image) -> tuple[str, str, dict[str, Any]]:
         for key in _PNG_TEXT_KEYS:
             if isinstance(info.get(key), (str, bytes)) and (description := _text(info[key])):
                 break
-    return description, date, extra
+    return description, date
 
 
 class OCR:

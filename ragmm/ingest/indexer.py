@@ -237,7 +237,7 @@ class Indexer:
             vectors = {IMAGE_VECTOR: iv, **({TEXT_VECTOR: text_vecs[i]} if i in text_vecs else {})}
             points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors=vectors))
         self.store.upsert(IMAGE, points)
-        for (parsed, previous), _ in zip(pending, items, strict=True):
+        for parsed, previous in pending:
             if previous is not None:
                 self.store.delete(IMAGE, Where(must={"source": parsed.key}, must_not={"source_hash": parsed.source_hash}))
                 report.files_replaced += 1
