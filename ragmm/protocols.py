@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -91,6 +92,42 @@ class StoredPoint:
     score: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """The first stage of a two-stage query: the ``limit`` points nearest to ``vector`` by
+    the named vector ``using`` (typically a pooled dense vector, searched with HNSW) are the
+    only candidates the main query scores (typically multivector MaxSim)."""
+
+    vector: Any
+    using: str
+    limit: int
+    where: Where | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """One query of :meth:`Store.query`.
+
+    Args:
+        vector: a dense query vector (list or array of floats), or a multivector (a list of
+            them, or a (T, D) array) when ``using`` names a multivector.
+        using: the named vector of the collection to score by.
+        limit: how many points to return, best first.
+        where: payload filter of the main query (a prefetch has its own).
+        prefetch: candidates to rescore instead of searching the whole collection.
+        hnsw_ef: HNSW search breadth (``None``: the store's default).
+        with_vectors: return the points' stored vectors too.
+    """
+
+    vector: Any
+    using: str
+    limit: int
+    where: Where | None = None
+    prefetch: Prefetch | None = None
+    hnsw_ef: int | None = None
+    with_vectors: bool = False
+
+
 @runtime_checkable
 class Store(Protocol):
     """A vector store holding one collection per corpus."""
@@ -119,6 +156,12 @@ class Store(Protocol):
     ) -> list[StoredPoint]:
         """Nearest points to ``vector`` (a list of floats, or of lists for a multivector),
         best first, with payloads and ``score`` set."""
+
+    def query(self, name: str, request: SearchRequest) -> list[StoredPoint]:
+        """One query, optionally two-stage (``request.prefetch``); best first, ``score`` set."""
+
+    def query_batch(self, name: str, requests: Sequence[SearchRequest]) -> list[list[StoredPoint]]:
+        """Several queries in one call; one result list per request, in order."""
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]:
         """Points by id (missing ids are left out)."""
@@ -150,6 +193,8 @@ class Encoder(Protocol):
     name: str
     dim: int
     modality: str
+    # A late-interaction encoder sets ``multivector = True``: it gives one (T, dim) array of
+    # token vectors per input instead of a row of an (N, dim) array.
 
     def encode_query(self, inputs: Sequence[Any]) -> np.ndarray:
         """(N, dim) float32 query embeddings."""
@@ -158,28 +203,98 @@ class Encoder(Protocol):
         """(N, dim) float32 document embeddings."""
 
 
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file handed to a :class:`Reader`: read and hashed once by the indexer.
+
+    Args:
+        path: the file on disk.
+        key: the source key its items are stored under.
+        digest: SHA-256 of its bytes (unchanged files are skipped before any reader runs).
+        data: its bytes, or ``None`` for a reader that streams its files (``Reader.streams``).
+    """
+
+    path: Path
+    key: str
+    digest: str
+    data: bytes | None = None
+
+
+@dataclass(slots=True)
+class Encoded:
+    """What a reader made of one source: points per corpus, and the source's item counts."""
+
+    key: str
+    digest: str
+    points: dict[str, list[StoredPoint]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """The ingestion side of a modality: files of some types -> items -> points.
+
+    The indexer walks paths, hashes each file once, skips unchanged ones, then calls
+    ``read`` per file (cheap to parallelise, may raise :class:`~ragmm.errors.InputError`) and
+    ``encode`` per batch (so encoders see full batches across files). Items of an older
+    version, the ledger and resuming are the indexer's business, not the reader's.
+    """
+
+    modality: str
+    suffixes: frozenset[str]
+    streams: bool
+
+    def collections(self) -> list[CollectionSpec]:
+        """Specs of the corpora this reader writes (checked against the store once per run)."""
+
+    def read(self, source: SourceFile) -> Any:
+        """Parse one file (raises ``InputError`` naming the file and what to do)."""
+
+    def size(self, parsed: Any) -> int:
+        """How many items ``parsed`` will give (the indexer batches by it)."""
+
+    def encode(self, batch: Sequence[Any]) -> list[Encoded]:
+        """Embed a batch of parsed sources: one :class:`Encoded` per source, in order."""
+
+
 @runtime_checkable
 class Retriever(Protocol):
-    """Finds the best items of one corpus for a query."""
+    """Searches the corpora of one modality.
 
-    def retrieve(self, query: Query, corpus: str, k: int) -> list[Hit]:
+    Query vectors are asked for separately so that the pipeline (and evaluation) can encode a
+    query once for several corpora; retrievers share one memo of query embeddings.
+    """
+
+    def query_vectors(self, query: Query) -> dict[str, Any]:
+        """``{named vector: query vector}`` this retriever searches with; ``{}`` when it cannot
+        search this kind of query (a query image whose encoder lives in another space)."""
+
+    def retrieve(self, query: Query, corpus: str, k: int, where: Where | None = None) -> list[Hit]:
         """Up to ``k`` hits, best first; an empty or missing corpus gives ``[]``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A corpus a router chose, with the probability it gave it."""
+
+    corpus: str
+    probability: float = 1.0
 
 
 @runtime_checkable
 class Router(Protocol):
     """Chooses which corpora a query needs (possibly none)."""
 
-    def route(self, query: Query, available: Sequence[str]) -> list[str]:
-        """The corpora to search, a subset of ``available``."""
+    def route(self, query: Query, available: Sequence[str]) -> list[Route]:
+        """The corpora to search (a subset of ``available``), most probable first; ``[]`` means
+        the query needs no retrieval."""
 
 
 @runtime_checkable
 class Reranker(Protocol):
-    """Reorders hits and keeps only the relevant ones, up to ``k``."""
+    """Scores hits for relevancy and keeps only the relevant ones, up to ``k``."""
 
     def rerank(self, query: Query, hits: Sequence[Hit], k: int) -> list[Hit]:
-        """At most ``k`` hits, best first."""
+        """At most ``k`` hits, best first; each hit's ``score`` is its relevancy."""
 
 
 @runtime_checkable
@@ -190,3 +305,7 @@ class Generator(Protocol):
 
     def generate(self, query: Query, evidence: Sequence[Hit]) -> Answer:
         """An :class:`~ragmm.types.Answer` whose citations point into ``evidence``."""
+
+    def stream(self, query: Query, evidence: Sequence[Hit]) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is produced, then the finished :class:`Answer`
+        (the same one :meth:`generate` returns) as the last item."""
