@@ -10,6 +10,10 @@ The spec is written (atomically) only after the shard exists, so a folder withou
 ``create_collection`` replaces it. Shards open lazily on first use, so opening a store
 reads nothing but folder names.
 
+Edge has no background optimizer: upserts land in an appendable segment searched by brute
+force until :meth:`EdgeStore.optimize` builds HNSW (and int8 copies, with quantisation) for
+segments above ``indexing_threshold_kb``; call it after a large write.
+
 Example:
     >>> from ragmm.protocols import CollectionSpec, VectorSpec
     >>> store = EdgeStore(".ragmm")                                   # doctest: +SKIP
@@ -24,79 +28,40 @@ import json
 import logging
 import os
 import shutil
-import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ragmm.errors import ConfigError, RagmmError
-from ragmm.protocols import CollectionSpec, StoredPoint, Where
-from ragmm.stores.common import (
-    check_name,
-    check_same_spec,
-    check_vector,
-    missing_collection,
-    to_list,
-    valid_name,
-)
+from ragmm.errors import RagmmError
+from ragmm.protocols import CollectionSpec, SearchRequest, StoredPoint
+from ragmm.stores.base import IndexSettings, QdrantStore
 
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
 SHARD_DIR = "shard"
 
-# What we measured (qdrant-edge-py 0.9.0, 2 shared cores, 100k x 384 cosine vectors that
-# mimic sentence embeddings: 48 latent dimensions + noise, so harder for HNSW than real text;
-# 200 held-out queries, recall@10 against numpy brute force, max_search_threads=1):
-# - Edge has no background optimizer. Upserts land in one appendable segment that is searched
-#   by brute force (12-15 ms per query at 100k) until ``optimize()`` runs the optimizers
-#   in-process. It builds HNSW only for segments above ``indexing_threshold`` (Qdrant's
-#   default 10,000 KB, about 6,500 vectors of 384 floats; below that brute force is under
-#   1 ms). Points added later stay in the small appendable segment (brute-forced next to the
-#   HNSW segment) and optimize() leaves them there until they pass the threshold.
-# - Search breadth vs recall@10 / p50 latency after optimize():
-#       m=16, ef_construct=100 (Qdrant's default; build 42-114 s): ef=100 0.83 / 0.7 ms,
-#           ef=128 0.88 / 0.95 ms, ef=256 0.95 / 1.6 ms
-#       m=32, ef_construct=128 (build 175 s):  ef=64 0.91 / 0.9 ms, ef=100 0.96 / 1.2 ms,
-#           ef=128 0.975 / 1.45 ms, ef=200 0.99 / 2.2 ms
-#   (latencies measured while other jobs loaded the 2 cores, load 3-5). m=32 buys more recall
-#   per millisecond than a wider search on m=16; its longer build is small next to encoding
-#   100k chunks on a CPU. A filter on an indexed keyword field matching 1% of the points is
-#   exact and 0.35 ms; the same filter on an unindexed field costs 3 ms.
-DEFAULT_HNSW_M = 32
-DEFAULT_HNSW_EF_CONSTRUCT = 128
-# 256: on bench/retrieve_latency.py's store (real MiniLM vectors plus noisy copies, 100k) ef=128
-# gave recall@10 0.924, under the 0.95 goal.
-DEFAULT_HNSW_EF = 256
 
-
-class EdgeStore:
+class EdgeStore(QdrantStore):
     """A :class:`~ragmm.protocols.Store` over Qdrant Edge shards in a folder.
 
     Args:
         path: the store folder; created on the first ``create_collection``. A missing
             folder is a store with no collections.
-        hnsw_m: HNSW edges per node for new collections.
-        hnsw_ef_construct: HNSW build breadth for new collections.
-        hnsw_ef: search breadth when the caller gives none.
         max_search_threads: threads of each shard's search pool.
         indexing_threshold_kb: segments larger than this get an HNSW index on ``optimize()``.
+        **settings: index settings (``hnsw_m``, ``hnsw_ef_construct``, ``hnsw_ef``,
+            ``quantization``, ``oversampling``, ``multivector_hnsw``), as for
+            :class:`~ragmm.stores.base.QdrantStore`.
     """
 
-    class Config(BaseModel):
+    class Config(IndexSettings):
         """``[store]`` settings of ``type = "edge"``."""
 
-        model_config = ConfigDict(extra="forbid")
-
         path: str = Field(".ragmm", description="store folder; one subfolder per collection")
-        hnsw_m: int | None = Field(None, gt=3, le=128, description=f"HNSW edges per node for new collections (None: {DEFAULT_HNSW_M})")
-        hnsw_ef_construct: int | None = Field(
-            None, gt=3, le=4096, description=f"HNSW build breadth for new collections (None: {DEFAULT_HNSW_EF_CONSTRUCT})"
-        )
-        hnsw_ef: int | None = Field(None, gt=0, le=4096, description=f"search breadth when [retrieve] sets none (None: {DEFAULT_HNSW_EF})")
         # 1 by default: on a 2-core machine the query encoder (torch) already uses the cores,
         # and a multi-threaded search pool only fights it for them; one HNSW search of a
         # single segment is sub-millisecond and cannot use more threads anyway.
@@ -109,124 +74,77 @@ class EdgeStore:
         self,
         path: str | os.PathLike[str] = ".ragmm",
         *,
-        hnsw_m: int | None = None,
-        hnsw_ef_construct: int | None = None,
-        hnsw_ef: int | None = None,
         max_search_threads: int | None = 1,
         indexing_threshold_kb: int | None = None,
+        **settings: Any,
     ) -> None:
+        super().__init__(**settings)
         self.root = Path(path)
-        self.hnsw_m = hnsw_m or DEFAULT_HNSW_M
-        self.hnsw_ef_construct = hnsw_ef_construct or DEFAULT_HNSW_EF_CONSTRUCT
-        self.hnsw_ef = hnsw_ef or DEFAULT_HNSW_EF
         self.max_search_threads = max_search_threads
         self.indexing_threshold_kb = indexing_threshold_kb
         self._shards: dict[str, Any] = {}
-        self._specs: dict[str, CollectionSpec] = {}
-        self._lock = threading.RLock()
-
-    @classmethod
-    def from_config(cls, cfg: EdgeStore.Config) -> EdgeStore:
-        """Build the store from its validated ``[store]`` section."""
-        return cls(
-            cfg.path,
-            hnsw_m=cfg.hnsw_m,
-            hnsw_ef_construct=cfg.hnsw_ef_construct,
-            hnsw_ef=cfg.hnsw_ef,
-            max_search_threads=cfg.max_search_threads,
-            indexing_threshold_kb=cfg.indexing_threshold_kb,
-        )
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.root)!r})"
 
-    def __enter__(self) -> Self:
-        return self
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    # -- collections -------------------------------------------------------------------------
 
-    # -- collections ---------------------------------------------------------------------
-
-    def create_collection(self, spec: CollectionSpec) -> None:
-        """Create the collection, or check that the existing one has the same spec.
-
-        Payload indexes named in ``spec`` but missing from an existing collection are added.
-
-        Raises:
-            EncoderMismatchError: the collection exists with another encoder or vectors.
-            ConfigError: the name cannot be a folder name.
-        """
-        from qdrant_edge import EdgeShard, PayloadSchemaType, UpdateOperation
-
-        name = check_name(spec.name)
-        with self._lock:
-            stored = self.get_spec(name)
-            if stored is not None:
-                check_same_spec(stored, spec, str(self.root))
-                missing = tuple(f for f in spec.payload_indexes if f not in stored.payload_indexes)
-                if missing:
-                    shard = self._shard(name)
-                    for field in missing:
-                        shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
-                    self._write_spec(CollectionSpec.from_dict({**stored.to_dict(), "payload_indexes": [*stored.payload_indexes, *missing]}))
-                return
-            folder = self._folder(name)
-            if folder.exists():
-                # No spec.json: an earlier create_collection died between shard and spec.
-                log.warning("%s: removing a half-created collection (no %s) before creating it again", folder, SPEC_FILE)
-                shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-            shard = EdgeShard.create(str(folder / SHARD_DIR), self._edge_config(spec))
-            for field in spec.payload_indexes:
-                shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
-            shard.flush()
-            self._shards[name] = shard
-            self._write_spec(spec)
-
-    def get_spec(self, name: str) -> CollectionSpec | None:
-        """The spec the collection was created with, or ``None`` if it does not exist."""
-        spec = self._specs.get(name)
-        if spec is not None or not valid_name(name):  # a name like "../x" must never reach the file system
-            return spec
+    def _read_spec(self, name: str) -> CollectionSpec | None:
         path = self._folder(name) / SPEC_FILE
         try:
             text = path.read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):
             return None
         try:
-            spec = CollectionSpec.from_dict(json.loads(text))
+            return CollectionSpec.from_dict(json.loads(text))
         except (ValueError, KeyError, TypeError) as exc:
             raise RagmmError(f"{path}: unreadable collection spec ({exc}); restore it, or delete the folder {path.parent} and re-index") from None
-        self._specs[name] = spec
-        return spec
 
-    def collections(self) -> list[str]:
-        """Names of the existing collections (folders with a ``spec.json``)."""
+    def _create(self, spec: CollectionSpec) -> None:
+        from qdrant_edge import EdgeShard
+
+        folder = self._folder(spec.name)
+        if folder.exists():
+            # No spec.json: an earlier create_collection died between shard and spec.
+            log.warning("%s: removing a half-created collection (no %s) before creating it again", folder, SPEC_FILE)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        shard = EdgeShard.create(str(folder / SHARD_DIR), self._edge_config(spec))
+        self._shards[spec.name] = shard
+        self._index_fields(shard, spec.payload_indexes)
+        shard.flush()
+        self._write_spec(spec)
+
+    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str]) -> None:
+        if fields:
+            self._index_fields(self._shard(spec.name), fields)
+            self._write_spec(spec)
+
+    def _names(self) -> list[str]:
         base = self.root / "collections"
         if not base.is_dir():
             return []
-        return sorted(p.name for p in base.iterdir() if not p.name.startswith(".") and (p / SPEC_FILE).is_file())
+        return [p.name for p in base.iterdir() if not p.name.startswith(".") and (p / SPEC_FILE).is_file()]
 
-    def drop_collection(self, name: str) -> None:
-        """Delete a collection and everything in it (no error if it does not exist)."""
-        with self._lock:
-            shard = self._shards.pop(name, None)
-            self._specs.pop(name, None)
-            if shard is not None:
-                shard.close()
-            folder = self._folder(name)
-            if not valid_name(name) or not folder.exists():
-                return
-            # Rename first: a crash during rmtree leaves a hidden folder, never half a collection.
-            trash = folder.with_name(f".drop-{name}-{uuid.uuid4().hex[:8]}")
-            folder.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+    def _drop(self, name: str) -> None:
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.close()
+        folder = self._folder(name)
+        if not folder.exists():
+            return
+        # Rename first: a crash during rmtree leaves a hidden folder, never half a collection.
+        trash = folder.with_name(f".drop-{name}-{uuid.uuid4().hex[:8]}")
+        folder.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def optimize(self, name: str | None = None) -> dict[str, bool]:
-        """Run Edge's optimizers (HNSW build, merges, vacuum) now; call it after a big write.
-
-        Edge has no background optimizer: without this, new points are searched by brute force.
+        """Run Edge's optimizers (HNSW build, quantisation, merges, vacuum) now; call it after
+        a big write (without it, new points are searched by brute force).
 
         Args:
             name: one collection, or ``None`` for all.
@@ -242,92 +160,82 @@ class EdgeStore:
                 done[n] = bool(shard.optimize())
         return done
 
-    # -- points --------------------------------------------------------------------------
+    # -- points ------------------------------------------------------------------------------
 
-    def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
-        """Insert or replace points by id.
-
-        Raises:
-            RagmmError: the collection does not exist.
-            EncoderMismatchError: a vector has another name or dimension than the spec.
-        """
+    def _upsert(self, name: str, points: list[StoredPoint]) -> None:
         from qdrant_edge import Point, UpdateOperation
 
-        if not points:
-            return
-        spec, shard = self.get_spec(name), self._shard(name)
-        if spec is None or shard is None:
-            raise missing_collection(name, str(self.root))
-        batch = []
-        for p in points:
-            vectors = {k: to_list(v) for k, v in p.vectors.items()}
-            for k, v in vectors.items():
-                check_vector(spec, k, v, str(self.root))
-            batch.append(Point(p.id, vectors, p.payload))
-        shard.update(UpdateOperation.upsert_points(batch))
+        self._shard(name).update(UpdateOperation.upsert_points([Point(p.id, p.vectors, p.payload) for p in points]))
 
-    def search(
-        self, name: str, vector: Any, *, using: str, limit: int, where: Where | None = None, hnsw_ef: int | None = None
-    ) -> list[StoredPoint]:
-        """Nearest points to ``vector``, best first, with payloads and scores ([] if no collection).
+    def _query(self, name: str, requests: list[SearchRequest]) -> list[list[Any]]:
+        from qdrant_edge import QueryBatchRequest
 
-        Raises:
-            EncoderMismatchError: ``using`` is not a vector of the collection, or ``vector``
-                has another dimension.
-        """
-        from qdrant_edge import Query, QueryRequest, SearchParams
-
-        spec = self.get_spec(name)
-        if spec is None or limit <= 0:
-            return []
-        vec = to_list(vector)
-        check_vector(spec, using, vec, str(self.root))
-        request = QueryRequest(
-            limit=limit,
-            query=Query.Nearest(vec, using=using),
-            filter=_filter(where),
-            with_payload=True,
-            with_vector=False,
-            params=SearchParams(hnsw_ef=max(hnsw_ef or self.hnsw_ef, limit)),
-        )
-        return [StoredPoint(id=str(p.id), payload=p.payload or {}, score=p.score) for p in self._shard(name).query(request)]
-
-    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]:
-        """Points by id, in the order asked (missing ids are left out)."""
         shard = self._shard(name)
-        if shard is None or not ids:
-            return []
-        found = {str(r.id): _point(r) for r in shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)}
-        return [found[i] for i in map(str, ids) if i in found]
+        if len(requests) == 1:
+            return [shard.query(self._request(requests[0]))]
+        return shard.query_batch(QueryBatchRequest([self._request(r) for r in requests]))
 
-    def scroll(self, name: str, where: Where | None = None, *, with_vectors: bool = False, batch: int = 256) -> Iterator[StoredPoint]:
-        """Every point matching ``where``, in id order, ``batch`` at a time."""
+    def _request(self, r: SearchRequest) -> Any:
+        from qdrant_edge import Prefetch, Query, QueryRequest
+
+        prefetches = None
+        if r.prefetch is not None:
+            pf = r.prefetch
+            prefetches = [
+                Prefetch(
+                    pf.limit,
+                    query=Query.Nearest(pf.vector, using=pf.using),
+                    filter=self.filter(r.where, pf.where),
+                    params=self._params(r, pf.limit),
+                )
+            ]
+        return QueryRequest(
+            limit=r.limit,
+            query=Query.Nearest(r.vector, using=r.using),
+            prefetches=prefetches,
+            filter=self.filter(r.where),
+            with_payload=True,
+            with_vector=r.with_vectors,
+            # a two-stage query's main stage only rescores candidates: no HNSW breadth to set
+            params=self._params(r, r.limit) if prefetches is None else None,
+        )
+
+    def _params(self, r: SearchRequest, limit: int) -> Any:
+        from qdrant_edge import QuantizationSearchParams, SearchParams
+
+        stage = self.stage(r, limit)
+        quant = QuantizationSearchParams(rescore=True, oversampling=stage.oversampling) if stage.quantized else None
+        return SearchParams(hnsw_ef=stage.hnsw_ef, quantization=quant)
+
+    def _retrieve(self, name: str, ids: list[str], with_vectors: bool) -> list[Any]:
+        return self._shard(name).retrieve(ids, with_payload=True, with_vector=with_vectors)
+
+    def _scroll(self, name: str, flt: Any, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Any], Any]:
         from qdrant_edge import ScrollRequest
 
-        shard = self._shard(name)
-        if shard is None:
-            return
-        flt, offset = _filter(where), None
-        while True:
-            records, offset = shard.scroll(ScrollRequest(offset=offset, limit=batch, filter=flt, with_payload=True, with_vector=with_vectors))
-            yield from (_point(r) for r in records)
-            if offset is None:
-                return
+        return self._shard(name).scroll(ScrollRequest(offset=offset, limit=limit, filter=flt, with_payload=True, with_vector=with_vectors))
 
-    def count(self, name: str, where: Where | None = None) -> int:
-        """Number of points matching ``where`` (0 for a missing collection)."""
+    def _count(self, name: str, flt: Any) -> int:
         from qdrant_edge import CountRequest
 
-        shard = self._shard(name)
-        return 0 if shard is None else int(shard.count(CountRequest(exact=True, filter=_filter(where))))
+        return int(self._shard(name).count(CountRequest(exact=True, filter=flt)))
 
-    def delete(self, name: str, where: Where) -> None:
-        """Delete the points matching ``where`` (an empty ``Where`` matches every point)."""
+    def _delete(self, name: str, flt: Any) -> None:
         from qdrant_edge import Filter, UpdateOperation
 
-        shard = self._shard(name)
-        if shard is not None:
-            shard.update(UpdateOperation.delete_points_by_filter(_filter(where) or Filter()))
+        self._shard(name).update(UpdateOperation.delete_points_by_filter(flt or Filter()))
+
+    def _match(self, key: str, value: Any) -> Any:
+        from qdrant_edge import FieldCondition, MatchAny, MatchValue
+
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return FieldCondition(key, match=MatchAny(any=list(value)))
+        return FieldCondition(key, match=MatchValue(value))
+
+    def _filter_of(self, must: list[Any], must_not: list[Any]) -> Any:
+        from qdrant_edge import Filter
+
+        return Filter(must=must or None, must_not=must_not or None)
 
     def flush(self) -> None:
         """Make every write durable."""
@@ -344,10 +252,17 @@ class EdgeStore:
                 shard.flush()
                 shard.close()
 
-    # -- internals -----------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------------
 
     def _folder(self, name: str) -> Path:
         return self.root / "collections" / name
+
+    @staticmethod
+    def _index_fields(shard: Any, fields: Sequence[str]) -> None:
+        from qdrant_edge import PayloadSchemaType, UpdateOperation
+
+        for field in fields:
+            shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
 
     def _shard(self, name: str) -> Any:
         """The open shard of ``name`` (opened on first use), or ``None`` if there is no collection."""
@@ -364,8 +279,9 @@ class EdgeStore:
 
             path = self._folder(name) / SHARD_DIR
             # Edge refuses a load config without vectors; the spec's vectors are checked against
-            # the shard's. HNSW and optimizer settings are left None: they stay as created.
-            config = EdgeConfig(vectors=self._edge_vectors(spec), max_search_threads=self.max_search_threads)
+            # the shard's. HNSW, quantisation and optimizer settings are left None: they stay as
+            # created.
+            config = EdgeConfig(vectors=self._edge_vectors(spec, with_index=False), max_search_threads=self.max_search_threads)
             try:
                 shard = EdgeShard.load(str(path), config)
             except Exception as exc:  # noqa: BLE001 - qdrant_edge raises plain Exception
@@ -378,38 +294,39 @@ class EdgeStore:
 
     def _edge_config(self, spec: CollectionSpec) -> Any:
         """The EdgeConfig of a new shard for ``spec``."""
-        from qdrant_edge import EdgeConfig, EdgeOptimizersConfig, HnswIndexConfig
+        from qdrant_edge import EdgeConfig, EdgeOptimizersConfig, HnswIndexConfig, ScalarQuantizationConfig, ScalarType
 
         optimizers = None
         if self.indexing_threshold_kb is not None:
             optimizers = EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+        quantization = None
+        if self.quantization == "int8":
+            # quantile 0.99: int8 range from the central 99% of values, outliers clipped
+            quantization = ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, always_ram=True)
         return EdgeConfig(
-            vectors=self._edge_vectors(spec),
+            vectors=self._edge_vectors(spec, with_index=True),
             hnsw_config=HnswIndexConfig(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000),
+            quantization_config=quantization,
             optimizers=optimizers,
             max_search_threads=self.max_search_threads,
         )
 
-    @staticmethod
-    def _edge_vectors(spec: CollectionSpec) -> dict[str, Any]:
-        from qdrant_edge import (
-            Distance,
-            EdgeVectorParams,
-            MultiVectorComparator,
-            MultiVectorConfig,
-        )
+    def _edge_vectors(self, spec: CollectionSpec, *, with_index: bool) -> dict[str, Any]:
+        from qdrant_edge import Distance, EdgeVectorParams, HnswIndexConfig, MultiVectorComparator, MultiVectorConfig
 
         distances = {"cosine": Distance.Cosine, "dot": Distance.Dot, "euclid": Distance.Euclid}
         vectors = {}
         for vname, vs in spec.vectors.items():
-            if vs.distance not in distances:
-                raise ConfigError(f"collection {spec.name!r}: vector {vname!r} has unknown distance {vs.distance!r}; use cosine, dot or euclid")
             multi = MultiVectorConfig(MultiVectorComparator.MaxSim) if vs.multivector else None
-            vectors[vname] = EdgeVectorParams(size=vs.size, distance=distances[vs.distance], multivector_config=multi)
+            # m=0: no graph for a multivector that only rescores prefetched candidates
+            hnsw = HnswIndexConfig(m=0, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000) if (
+                with_index and vs.multivector and not self.multivector_hnsw
+            ) else None
+            vectors[vname] = EdgeVectorParams(size=vs.size, distance=distances[vs.distance], multivector_config=multi, hnsw_config=hnsw)
         return vectors
 
     def _write_spec(self, spec: CollectionSpec) -> None:
-        """Write ``spec.json`` atomically (tmp file + rename) and cache it."""
+        """Write ``spec.json`` atomically (tmp file + rename)."""
         path = self._folder(spec.name) / SPEC_FILE
         tmp = path.with_name(f".{SPEC_FILE}.{uuid.uuid4().hex[:8]}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -417,26 +334,3 @@ class EdgeStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        self._specs[spec.name] = spec
-
-
-def _filter(where: Where | None) -> Any:
-    """``Where`` as a Qdrant Edge ``Filter`` (``None`` when it has no condition)."""
-    if where is None or (not where.must and not where.must_not):
-        return None
-    from qdrant_edge import FieldCondition, Filter, MatchAny, MatchValue
-
-    def cond(key: str, value: Any) -> Any:
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return FieldCondition(key, match=MatchAny(any=list(value)))
-        return FieldCondition(key, match=MatchValue(value))
-
-    return Filter(
-        must=[cond(k, v) for k, v in where.must.items()] or None,
-        must_not=[cond(k, v) for k, v in where.must_not.items()] or None,
-    )
-
-
-def _point(record: Any) -> StoredPoint:
-    vectors = record.vector if isinstance(record.vector, dict) else {}
-    return StoredPoint(id=str(record.id), payload=record.payload or {}, vectors=dict(vectors))

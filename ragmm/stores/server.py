@@ -8,7 +8,8 @@ or newer; qdrant-client's ``:memory:`` mode keeps it too (checked with qdrant-cl
 
 ``location=":memory:"`` is an in-process, throw-away store for tests. qdrant-client's
 on-disk local mode (``path=``) is refused: it is a brute-force fallback without HNSW;
-``type = "edge"`` is the embedded store.
+``type = "edge"`` is the embedded store. ``:memory:`` mode searches exactly: HNSW and
+quantisation settings take effect on a real server only.
 
 Example ``ragmm.toml``::
 
@@ -20,27 +21,22 @@ Example ``ragmm.toml``::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Self
+from collections.abc import Sequence
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ragmm.errors import ConfigError, RagmmError
-from ragmm.protocols import CollectionSpec, StoredPoint, Where
-from ragmm.stores.common import (
-    check_name,
-    check_same_spec,
-    check_vector,
-    missing_collection,
-    to_list,
-    valid_name,
-)
+from ragmm.protocols import CollectionSpec, SearchRequest, StoredPoint
+from ragmm.stores.base import IndexSettings, QdrantStore
 
 SPEC_KEY = "ragmm_spec"
 MEMORY = ":memory:"
 
 
-class ServerStore:
+
+
+class ServerStore(QdrantStore):
     """A :class:`~ragmm.protocols.Store` over a Qdrant server.
 
     Args:
@@ -53,16 +49,16 @@ class ServerStore:
         replication_factor: replicas of new collections (a cluster setting).
         write_consistency_factor: replicas that confirm a write.
         collection_prefix: prepended to collection names on the server.
-        hnsw_ef: search breadth when the caller gives none (``None``: the server's default).
+        **settings: index settings (``hnsw_m``, ``hnsw_ef_construct``, ``hnsw_ef``,
+            ``quantization``, ``oversampling``, ``multivector_hnsw``), as for
+            :class:`~ragmm.stores.base.QdrantStore`.
 
     Raises:
         ConfigError: neither or both of ``url`` and ``location``.
     """
 
-    class Config(BaseModel):
+    class Config(IndexSettings):
         """``[store]`` settings of ``type = "server"``."""
-
-        model_config = ConfigDict(extra="forbid")
 
         url: str | None = Field(None, description="Qdrant server URL, e.g. http://localhost:6333")
         api_key: str | None = Field(None, description="Qdrant Cloud API key")
@@ -73,7 +69,6 @@ class ServerStore:
         replication_factor: int | None = Field(None, gt=0)
         write_consistency_factor: int | None = Field(None, gt=0)
         collection_prefix: str = Field("ragmm_", pattern=r"^[A-Za-z0-9_.-]*$", description="prepended to collection names on the server")
-        hnsw_ef: int | None = Field(None, gt=0, description="search breadth when [retrieve] sets none (None: the server's)")
 
         @model_validator(mode="before")
         @classmethod
@@ -103,14 +98,15 @@ class ServerStore:
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         collection_prefix: str = "ragmm_",
-        hnsw_ef: int | None = None,
+        **settings: Any,
     ) -> None:
         if (url is None) == (location is None):
             raise ConfigError(
                 f"server store: set exactly one of url (a Qdrant server, e.g. http://localhost:6333) or location (\":memory:\"); "
                 f"got url={url!r}, location={location!r}"
             )
-        self.url, self.location = url, location
+        super().__init__(**settings)
+        self.url, self.memory = url, location == MEMORY
         self._client_args = {"url": url, "location": location, "api_key": api_key, "prefer_grpc": prefer_grpc, "timeout": timeout}
         self._create_args = {
             "shard_number": shard_number,
@@ -118,34 +114,14 @@ class ServerStore:
             "write_consistency_factor": write_consistency_factor,
         }
         self.prefix = collection_prefix
-        self.hnsw_ef = hnsw_ef
         self._client: Any = None
-        self._specs: dict[str, CollectionSpec] = {}
-
-    @classmethod
-    def from_config(cls, cfg: ServerStore.Config) -> ServerStore:
-        """Build the store from its validated ``[store]`` section."""
-        return cls(
-            cfg.url,
-            location=cfg.location,
-            api_key=cfg.api_key,
-            prefer_grpc=cfg.prefer_grpc,
-            timeout=cfg.timeout,
-            shard_number=cfg.shard_number,
-            replication_factor=cfg.replication_factor,
-            write_consistency_factor=cfg.write_consistency_factor,
-            collection_prefix=cfg.collection_prefix,
-            hnsw_ef=cfg.hnsw_ef,
-        )
 
     def __repr__(self) -> str:
-        return f"ServerStore({self._where!r})"
+        return f"ServerStore({self.location!r})"
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def location(self) -> str:
+        return self.url or f"qdrant-client location {self._client_args['location']}"
 
     @property
     def client(self) -> Any:
@@ -156,188 +132,146 @@ class ServerStore:
             self._client = QdrantClient(**{k: v for k, v in self._client_args.items() if v is not None})
         return self._client
 
-    # -- collections ---------------------------------------------------------------------
+    # -- collections -------------------------------------------------------------------------
 
-    def create_collection(self, spec: CollectionSpec) -> None:
-        """Create the collection, or check that the existing one has the same spec.
-
-        Raises:
-            EncoderMismatchError: the collection exists with another encoder or vectors.
-            ConfigError: the name is not a valid collection name.
-        """
-        from qdrant_client import models
-
-        name = check_name(spec.name)
-        stored = self.get_spec(name)
-        qname = self._qname(name)
-        if stored is not None:
-            check_same_spec(stored, spec, self._where)
-            missing = [f for f in spec.payload_indexes if f not in stored.payload_indexes]
-            if missing:
-                merged = CollectionSpec.from_dict({**stored.to_dict(), "payload_indexes": [*stored.payload_indexes, *missing]})
-                self.client.update_collection(qname, metadata={SPEC_KEY: merged.to_dict()})
-                self._specs[name] = stored = merged
-            if self.location != MEMORY:
-                # also those a create_collection cut short after creating the collection left out
-                schema = self.client.get_collection(qname).payload_schema or {}
-                self._index(name, [f for f in stored.payload_indexes if f not in schema])
-            return
-        if self.client.collection_exists(qname):
-            raise RagmmError(
-                f"collection {qname!r} on {self._where} exists but holds no ragmm spec in its metadata (not made by ragmm, "
-                f"or a Qdrant server older than 1.16, which drops collection metadata); set another collection_prefix, "
-                f"delete that collection, or upgrade the server"
-            )
-        distances = {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}
-        vectors = {}
-        for vname, vs in spec.vectors.items():
-            if vs.distance not in distances:
-                raise ConfigError(f"collection {spec.name!r}: vector {vname!r} has unknown distance {vs.distance!r}; use cosine, dot or euclid")
-            multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM) if vs.multivector else None
-            vectors[vname] = models.VectorParams(size=vs.size, distance=distances[vs.distance], multivector_config=multi)
-        # The spec goes in with the collection itself: there is no half-created state.
-        self.client.create_collection(
-            qname,
-            vectors_config=vectors,
-            metadata={SPEC_KEY: spec.to_dict()},
-            **{k: v for k, v in self._create_args.items() if v is not None},
-        )
-        self._index(name, list(spec.payload_indexes))
-        self._specs[name] = spec
-
-    def get_spec(self, name: str) -> CollectionSpec | None:
-        """The spec the collection was created with, or ``None`` if it does not exist."""
-        if name in self._specs:
-            return self._specs[name]
-        if not valid_name(name):  # never put a name like "../x" into a request URL
-            return None
+    def _read_spec(self, name: str) -> CollectionSpec | None:
         qname = self._qname(name)
         if not self.client.collection_exists(qname):
             return None
         metadata = self.client.get_collection(qname).config.metadata or {}
         if SPEC_KEY not in metadata:
             return None  # a collection with our prefix that ragmm did not create
-        spec = CollectionSpec.from_dict(metadata[SPEC_KEY])
-        self._specs[name] = spec
-        return spec
+        return CollectionSpec.from_dict(metadata[SPEC_KEY])
 
-    def collections(self) -> list[str]:
-        """Names of the ragmm collections on the server (prefix stripped)."""
+    def _create(self, spec: CollectionSpec) -> None:
+        from qdrant_client import models
+
+        qname = self._qname(spec.name)
+        if self.client.collection_exists(qname):
+            raise RagmmError(
+                f"collection {qname!r} on {self.location} exists but holds no ragmm spec in its metadata (not made by ragmm, "
+                f"or a Qdrant server older than 1.16, which drops collection metadata); set another collection_prefix, "
+                f"delete that collection, or upgrade the server"
+            )
+        distances = {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}
+        vectors = {}
+        for vname, vs in spec.vectors.items():
+            multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM) if vs.multivector else None
+            # m=0: no graph for a multivector that only rescores prefetched candidates
+            hnsw = models.HnswConfigDiff(m=0) if vs.multivector and not self.multivector_hnsw and not self.memory else None
+            vectors[vname] = models.VectorParams(size=vs.size, distance=distances[vs.distance], multivector_config=multi, hnsw_config=hnsw)
+        index: dict[str, Any] = {}
+        if not self.memory:  # qdrant-client's :memory: mode is exact and warns about index settings
+            index["hnsw_config"] = models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct)
+            if self.quantization == "int8":
+                # quantile 0.99: int8 range from the central 99% of values, outliers clipped
+                index["quantization_config"] = models.ScalarQuantization(
+                    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+                )
+        # The spec goes in with the collection itself: there is no half-created state.
+        self.client.create_collection(
+            qname,
+            vectors_config=vectors,
+            metadata={SPEC_KEY: spec.to_dict()},
+            **index,
+            **{k: v for k, v in self._create_args.items() if v is not None},
+        )
+        self._index(spec.name, list(spec.payload_indexes))
+
+    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str]) -> None:
+        qname = self._qname(spec.name)
+        if fields:
+            self.client.update_collection(qname, metadata={SPEC_KEY: spec.to_dict()})
+        if not self.memory:
+            # also those a create_collection cut short after creating the collection left out
+            schema = self.client.get_collection(qname).payload_schema or {}
+            self._index(spec.name, [f for f in spec.payload_indexes if f not in schema])
+
+    def _names(self) -> list[str]:
         names = [c.name[len(self.prefix) :] for c in self.client.get_collections().collections if c.name.startswith(self.prefix)]
-        return sorted(n for n in names if self.get_spec(n) is not None)
+        return [n for n in names if self.get_spec(n) is not None]
 
-    def drop_collection(self, name: str) -> None:
-        """Delete a collection and everything in it (no error if it does not exist)."""
-        self._specs.pop(name, None)
+    def _drop(self, name: str) -> None:
         qname = self._qname(name)
-        if valid_name(name) and self.client.collection_exists(qname):
+        if self.client.collection_exists(qname):
             self.client.delete_collection(qname)
 
     def optimize(self, name: str | None = None) -> dict[str, bool]:
         """Nothing to do: a server builds its indexes in the background. Returns ``{}``."""
         return {}
 
-    # -- points --------------------------------------------------------------------------
+    # -- points ------------------------------------------------------------------------------
 
-    def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
-        """Insert or replace points by id (waits until the server applied them).
-
-        Raises:
-            RagmmError: the collection does not exist.
-            EncoderMismatchError: a vector has another name or dimension than the spec.
-        """
+    def _upsert(self, name: str, points: list[StoredPoint]) -> None:
         from qdrant_client import models
 
-        if not points:
-            return
-        spec = self.get_spec(name)
-        if spec is None:
-            raise missing_collection(name, self._where)
-        batch = []
-        for p in points:
-            vectors = {k: to_list(v) for k, v in p.vectors.items()}
-            for k, v in vectors.items():
-                check_vector(spec, k, v, self._where)
-            batch.append(models.PointStruct(id=p.id, vector=vectors, payload=p.payload))
+        batch = [models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]
         self.client.upsert(self._qname(name), points=batch, wait=True)
 
-    def search(
-        self, name: str, vector: Any, *, using: str, limit: int, where: Where | None = None, hnsw_ef: int | None = None
-    ) -> list[StoredPoint]:
-        """Nearest points to ``vector``, best first, with payloads and scores ([] if no collection).
+    def _query(self, name: str, requests: list[SearchRequest]) -> list[list[Any]] | None:
+        built = [self._request(r) for r in requests]
+        responses = self._call(name, lambda q: self.client.query_batch_points(q, requests=built))
+        return None if responses is None else [r.points for r in responses]
 
-        Raises:
-            EncoderMismatchError: ``using`` is not a vector of the collection, or ``vector``
-                has another dimension.
-        """
+    def _request(self, r: SearchRequest) -> Any:
         from qdrant_client import models
 
-        spec = self.get_spec(name)
-        if spec is None or limit <= 0:
-            return []
-        vec = to_list(vector)
-        check_vector(spec, using, vec, self._where)
-        ef = hnsw_ef or self.hnsw_ef
-        response = self._call(
-            name,
-            lambda q: self.client.query_points(
-                q,
-                query=vec,
-                using=using,
-                query_filter=_filter(where),
-                # qdrant-client's :memory: mode is exact and warns about any search_params
-                search_params=models.SearchParams(hnsw_ef=max(ef, limit)) if ef and self.location != MEMORY else None,
-                limit=limit,
-                with_payload=True,
-                with_vectors=False,
-            ),
-        )
-        if response is None:
-            return []
-        return [StoredPoint(id=str(p.id), payload=p.payload or {}, score=p.score) for p in response.points]
-
-    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]:
-        """Points by id, in the order asked (missing ids are left out)."""
-        if not ids or self.get_spec(name) is None:
-            return []
-        records = self._call(name, lambda q: self.client.retrieve(q, ids=list(ids), with_payload=True, with_vectors=with_vectors)) or []
-        found = {str(r.id): _point(r) for r in records}
-        return [found[i] for i in map(str, ids) if i in found]
-
-    def scroll(self, name: str, where: Where | None = None, *, with_vectors: bool = False, batch: int = 256) -> Iterator[StoredPoint]:
-        """Every point matching ``where``, in id order, ``batch`` at a time."""
-        if self.get_spec(name) is None:
-            return
-        flt, offset = _filter(where), None
-        while True:
-            page = self._call(
-                name,
-                lambda q, start=offset: self.client.scroll(
-                    q, scroll_filter=flt, limit=batch, offset=start, with_payload=True, with_vectors=with_vectors
-                ),
+        prefetch = None
+        if r.prefetch is not None:
+            pf = r.prefetch
+            prefetch = models.Prefetch(
+                query=pf.vector, using=pf.using, limit=pf.limit, filter=self.filter(r.where, pf.where), params=self._params(r, pf.limit)
             )
-            if page is None:
-                return
-            records, offset = page
-            yield from (_point(r) for r in records)
-            if offset is None:
-                return
+        return models.QueryRequest(
+            query=r.vector,
+            using=r.using,
+            prefetch=prefetch,
+            filter=self.filter(r.where),
+            # a two-stage query's main stage only rescores candidates: no HNSW breadth to set
+            params=self._params(r, r.limit) if prefetch is None else None,
+            limit=r.limit,
+            with_payload=True,
+            with_vector=r.with_vectors,
+        )
 
-    def count(self, name: str, where: Where | None = None) -> int:
-        """Number of points matching ``where`` (0 for a missing collection)."""
-        if self.get_spec(name) is None:
-            return 0
-        result = self._call(name, lambda q: self.client.count(q, count_filter=_filter(where), exact=True))
+    def _params(self, r: SearchRequest, limit: int) -> Any:
+        if self.memory:
+            return None  # qdrant-client's :memory: mode is exact and warns about any search_params
+        from qdrant_client import models
+
+        stage = self.stage(r, limit)
+        quant = models.QuantizationSearchParams(rescore=True, oversampling=stage.oversampling) if stage.quantized else None
+        return models.SearchParams(hnsw_ef=stage.hnsw_ef, quantization=quant)
+
+    def _retrieve(self, name: str, ids: list[str], with_vectors: bool) -> list[Any]:
+        return self._call(name, lambda q: self.client.retrieve(q, ids=ids, with_payload=True, with_vectors=with_vectors)) or []
+
+    def _scroll(self, name: str, flt: Any, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Any], Any] | None:
+        return self._call(
+            name, lambda q: self.client.scroll(q, scroll_filter=flt, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors)
+        )
+
+    def _count(self, name: str, flt: Any) -> int:
+        result = self._call(name, lambda q: self.client.count(q, count_filter=flt, exact=True))
         return 0 if result is None else int(result.count)
 
-    def delete(self, name: str, where: Where) -> None:
-        """Delete the points matching ``where`` (an empty ``Where`` matches every point)."""
+    def _delete(self, name: str, flt: Any) -> None:
         from qdrant_client import models
 
-        if self.get_spec(name) is None:
-            return
-        selector = models.FilterSelector(filter=_filter(where) or models.Filter())
+        selector = models.FilterSelector(filter=flt or models.Filter())
         self._call(name, lambda q: self.client.delete(q, points_selector=selector, wait=True))
+
+    def _match(self, key: str, value: Any) -> Any:
+        from qdrant_client import models
+
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return models.FieldCondition(key=key, match=models.MatchAny(any=list(value)))
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+    def _filter_of(self, must: list[Any], must_not: list[Any]) -> Any:
+        from qdrant_client import models
+
+        return models.Filter(must=must or None, must_not=must_not or None)
 
     def flush(self) -> None:
         """Nothing to do: every write waits until the server applied it."""
@@ -349,17 +283,13 @@ class ServerStore:
             self._client = None
         self._specs.clear()
 
-    # -- internals -----------------------------------------------------------------------
-
-    @property
-    def _where(self) -> str:
-        return self.url or f"qdrant-client location {self.location}"
+    # -- internals ---------------------------------------------------------------------------
 
     def _qname(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
     def _index(self, name: str, fields: list[str]) -> None:
-        if self.location == MEMORY:
+        if self.memory:
             return  # qdrant-client's local mode ignores payload indexes (and warns about each)
         from qdrant_client import models
 
@@ -376,26 +306,3 @@ class ServerStore:
                 raise
             self._specs.pop(name, None)
             return None
-
-
-def _filter(where: Where | None) -> Any:
-    """``Where`` as a qdrant-client ``Filter`` (``None`` when it has no condition)."""
-    if where is None or (not where.must and not where.must_not):
-        return None
-    from qdrant_client import models
-
-    def cond(key: str, value: Any) -> models.FieldCondition:
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return models.FieldCondition(key=key, match=models.MatchAny(any=list(value)))
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-
-    return models.Filter(
-        must=[cond(k, v) for k, v in where.must.items()] or None,
-        must_not=[cond(k, v) for k, v in where.must_not.items()] or None,
-    )
-
-
-def _point(record: Any) -> StoredPoint:
-    vectors = record.vector if isinstance(record.vector, dict) else {}
-    return StoredPoint(id=str(record.id), payload=record.payload or {}, vectors=dict(vectors))
-

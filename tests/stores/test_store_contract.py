@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from ragmm.errors import ConfigError, EncoderMismatchError, RagmmError
-from ragmm.protocols import CollectionSpec, Store, StoredPoint, VectorSpec, Where
+from ragmm.protocols import CollectionSpec, Prefetch, SearchRequest, Store, StoredPoint, VectorSpec, Where
+from ragmm.scores import cosine, maxsim, mean_pool
 from ragmm.stores.edge import EdgeStore
 from ragmm.stores.server import ServerStore
 from ragmm.stores.sync import sync
@@ -210,6 +211,125 @@ def test_multivector_maxsim(store):
         np.testing.assert_allclose([h.score for h in hits], np.sort(ref)[::-1][:5], atol=1e-4)
     back = store.retrieve("pages", [pid(0)], with_vectors=True)[0]
     np.testing.assert_allclose(back.vectors["tokens"], docs[0], atol=1e-5)
+
+
+# -- two-stage queries: a pooled dense vector prefetches, multivector MaxSim rescores ------
+
+TOK = 16  # token vector size
+MV_N = 120
+
+
+@pytest.fixture
+def late(store):
+    """A late-interaction collection: per document (T_i, TOK) tokens and their mean-pooled vector."""
+    rng = np.random.default_rng(3)
+    spec = CollectionSpec(
+        "late", {"dense": VectorSpec(TOK), "tokens": VectorSpec(TOK, "dot", multivector=True)}, encoder="li", payload_indexes=("source",)
+    )
+    store.create_collection(spec)
+    docs = [unit(rng.standard_normal((int(rng.integers(3, 9)), TOK))).astype(np.float32) for _ in range(MV_N)]  # each (T_i, TOK)
+    pooled = np.stack([mean_pool(d) for d in docs]).astype(np.float32)  # (MV_N, TOK)
+    sources = [SOURCES[i % len(SOURCES)] for i in range(MV_N)]
+    store.upsert(
+        "late",
+        [StoredPoint(id=pid(i), payload={"source": sources[i]}, vectors={"dense": pooled[i], "tokens": docs[i]}) for i in range(MV_N)],
+    )
+    queries = [unit(rng.standard_normal((4, TOK))).astype(np.float32) for _ in range(6)]  # each (4, TOK)
+    return docs, pooled, np.array(sources), queries
+
+
+def two_stage_reference(docs, pooled, q, n_candidates, k, keep=None):
+    """Ids of the exact two-stage result: top ``n_candidates`` by cosine of pooled vectors
+    (among ``keep``), then the top ``k`` of those by MaxSim; and their MaxSim scores."""
+    dense = cosine(mean_pool(q), pooled)  # (N,)
+    if keep is not None:
+        dense = np.where(keep, dense, -np.inf)
+    candidates = [int(i) for i in np.argsort(-dense)[:n_candidates] if np.isfinite(dense[i])]
+    scores = maxsim(q, [docs[i] for i in candidates])  # (len(candidates),)
+    order = np.argsort(-scores)[:k]
+    return [pid(candidates[i]) for i in order], scores[order]
+
+
+def two_stage(q, n_candidates, k, where=None, prefetch_where=None, with_vectors=False):
+    return SearchRequest(
+        vector=q,
+        using="tokens",
+        limit=k,
+        where=where,
+        prefetch=Prefetch(vector=mean_pool(q), using="dense", limit=n_candidates, where=prefetch_where),
+        with_vectors=with_vectors,
+    )
+
+
+def test_query_two_stage_matches_numpy(store, late):
+    docs, pooled, _, queries = late
+    differs = 0
+    for q in queries:
+        ids, scores = two_stage_reference(docs, pooled, q, 12, 5)
+        hits = store.query("late", two_stage(q, 12, 5))
+        assert [h.id for h in hits] == ids
+        np.testing.assert_allclose([h.score for h in hits], scores, atol=1e-4)
+        exact = [pid(int(i)) for i in np.argsort(-maxsim(q, docs))[:5]]
+        differs += exact != ids
+        # with every point a candidate, two-stage is exact MaxSim
+        assert [h.id for h in store.query("late", two_stage(q, MV_N, 5))] == exact
+    assert differs > 0  # the prefetch really limits the candidates (else this test proves nothing)
+
+
+def test_query_filters_inside_prefetch(store, late):
+    docs, pooled, sources, queries = late
+    cases = [
+        (None, Where(must={"source": ["a.txt", "b.pdf"]}), np.isin(sources, ["a.txt", "b.pdf"])),
+        # the main filter applies to the prefetch too: candidates are the points both allow
+        (Where(must_not={"source": "b.pdf"}), Where(must={"source": ["a.txt", "b.pdf"]}), sources == "a.txt"),
+        (Where(must={"source": "c.md"}), None, sources == "c.md"),
+        (Where(must={"source": "nowhere"}), None, np.zeros(MV_N, bool)),
+    ]
+    for where, prefetch_where, keep in cases:
+        for q in queries[:3]:
+            ids, _ = two_stage_reference(docs, pooled, q, 10, 5, keep)
+            assert [h.id for h in store.query("late", two_stage(q, 10, 5, where, prefetch_where))] == ids
+
+
+def test_query_batch_matches_single_queries_and_numpy(store, late):
+    docs, pooled, sources, queries = late
+    requests = [two_stage(q, 15, 4) for q in queries]
+    requests.append(SearchRequest(vector=pooled[7], using="dense", limit=6, where=Where(must={"source": "d.html"})))
+    requests.append(SearchRequest(vector=pooled[8], using="dense", limit=0))
+    results = store.query_batch("late", requests)
+    assert len(results) == len(requests)
+    for q, hits in zip(queries, results):
+        assert [h.id for h in hits] == two_stage_reference(docs, pooled, q, 15, 4)[0]
+    dense = cosine(pooled[7], pooled)  # (N,)
+    keep = sources == "d.html"
+    assert [h.id for h in results[-2]] == [pid(int(i)) for i in np.argsort(-np.where(keep, dense, -np.inf))[:6]]
+    np.testing.assert_allclose([h.score for h in results[-2]], np.sort(dense[keep])[::-1][:6], atol=1e-5)
+    assert results[-1] == []
+    assert [[h.id for h in r] for r in results[:3]] == [[h.id for h in store.query("late", r)] for r in requests[:3]]
+    assert store.query_batch("late", []) == []
+    assert store.query_batch("nothere", requests[:2]) == [[], []]
+
+
+def test_query_with_vectors(store, late):
+    docs, pooled, _, queries = late
+    hits = store.query("late", two_stage(queries[0], 10, 3, with_vectors=True))
+    assert len(hits) == 3
+    for h in hits:
+        i = int(h.id[-8:], 16) - 1
+        np.testing.assert_allclose(h.vectors["tokens"], docs[i], atol=1e-5)
+        np.testing.assert_allclose(h.vectors["dense"], pooled[i], atol=1e-5)
+    assert all(h.vectors == {} for h in store.query("late", two_stage(queries[0], 10, 3)))
+    plain = store.query("late", SearchRequest(vector=pooled[0], using="dense", limit=2, with_vectors=True))
+    np.testing.assert_allclose(plain[0].vectors["dense"], pooled[0], atol=1e-5)
+
+
+def test_query_refuses_wrong_prefetch_vectors(store, late):
+    _, _, _, queries = late
+    with pytest.raises(EncoderMismatchError, match="dense"):
+        store.query("late", SearchRequest(vector=queries[0], using="tokens", limit=3, prefetch=Prefetch(np.ones(TOK + 1), "dense", 10)))
+    with pytest.raises(EncoderMismatchError, match="pooled"):
+        store.query("late", SearchRequest(vector=queries[0], using="tokens", limit=3, prefetch=Prefetch(np.ones(TOK), "pooled", 10)))
+    assert store.query("late", two_stage(queries[0], 0, 3)) == []
 
 
 def test_wrong_vectors_are_refused(store, data):
