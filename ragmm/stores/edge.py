@@ -279,9 +279,10 @@ class EdgeStore(QdrantStore):
 
             path = self._folder(name) / SHARD_DIR
             # Edge refuses a load config without vectors; the spec's vectors are checked against
-            # the shard's. HNSW, quantisation and optimizer settings are left None: they stay as
-            # created.
-            config = EdgeConfig(vectors=self._edge_vectors(spec, with_index=False), max_search_threads=self.max_search_threads)
+            # the shard's. Global HNSW, quantisation and optimizer settings are left None: they
+            # stay as created. Per-vector settings given here replace the stored ones, so they
+            # are given as at creation (a multivector's graph).
+            config = EdgeConfig(vectors=self._edge_vectors(spec), max_search_threads=self.max_search_threads)
             try:
                 shard = EdgeShard.load(str(path), config)
             except Exception as exc:  # noqa: BLE001 - qdrant_edge raises plain Exception
@@ -304,14 +305,14 @@ class EdgeStore(QdrantStore):
             # quantile 0.99: int8 range from the central 99% of values, outliers clipped
             quantization = ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, always_ram=True)
         return EdgeConfig(
-            vectors=self._edge_vectors(spec, with_index=True),
+            vectors=self._edge_vectors(spec),
             hnsw_config=HnswIndexConfig(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000),
             quantization_config=quantization,
             optimizers=optimizers,
             max_search_threads=self.max_search_threads,
         )
 
-    def _edge_vectors(self, spec: CollectionSpec, *, with_index: bool) -> dict[str, Any]:
+    def _edge_vectors(self, spec: CollectionSpec) -> dict[str, Any]:
         from qdrant_edge import Distance, EdgeVectorParams, HnswIndexConfig, MultiVectorComparator, MultiVectorConfig
 
         distances = {"cosine": Distance.Cosine, "dot": Distance.Dot, "euclid": Distance.Euclid}
@@ -319,9 +320,8 @@ class EdgeStore(QdrantStore):
         for vname, vs in spec.vectors.items():
             multi = MultiVectorConfig(MultiVectorComparator.MaxSim) if vs.multivector else None
             # m=0: no graph for a multivector that only rescores prefetched candidates
-            hnsw = HnswIndexConfig(m=0, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000) if (
-                with_index and vs.multivector and not self.multivector_hnsw
-            ) else None
+            unindexed = vs.multivector and not self.multivector_hnsw
+            hnsw = HnswIndexConfig(m=0, ef_construct=self.hnsw_ef_construct, full_scan_threshold=10_000) if unindexed else None
             vectors[vname] = EdgeVectorParams(size=vs.size, distance=distances[vs.distance], multivector_config=multi, hnsw_config=hnsw)
         return vectors
 

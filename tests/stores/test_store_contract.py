@@ -420,6 +420,39 @@ def test_edge_optimize_keeps_results(fast_tmp, data):
     store.close()
 
 
+def test_edge_int8_quantisation_rescored_and_unindexed_multivectors(fast_tmp, data):
+    x, q, _ = data
+    store = EdgeStore(fast_tmp / "store", indexing_threshold_kb=1, quantization="int8", oversampling=3)
+    fill(store, data)
+    late_docs = [unit(np.random.default_rng(i).standard_normal((4, 8))).astype(np.float32) for i in range(50)]
+    store.create_collection(CollectionSpec("pages", {"tokens": VectorSpec(8, "dot", multivector=True)}, encoder="mv", payload_indexes=()))
+    store.upsert("pages", [StoredPoint(id=pid(i), payload={}, vectors={"tokens": m}) for i, m in enumerate(late_docs)])
+    assert store.optimize() == {"pages": True, "paragraph": True}
+    for qv in q:
+        hits = store.search("paragraph", qv, using="dense", limit=5, hnsw_ef=200)
+        assert [h.id for h in hits] == brute_force(x, qv, 5)
+        # rescoring from the original vectors: float32 scores, not int8 ones
+        np.testing.assert_allclose([h.score for h in hits], np.sort(x @ qv)[::-1][:5], atol=1e-5)
+    qm = late_docs[3][:2]
+    # no HNSW graph on the multivector: a search by it alone is exact
+    assert [h.id for h in store.search("pages", qm, using="tokens", limit=5)] == [pid(int(i)) for i in np.argsort(-maxsim(qm, late_docs))[:5]]
+    store.close()
+
+
+def test_index_settings_in_config():
+    from ragmm.config import ComponentSpec, Config
+
+    cfg = Config()
+    for kind, extra in [("edge", {"path": "x"}), ("server", {"location": ":memory:"})]:
+        section = cfg.component_config("store", ComponentSpec(type=kind, hnsw_m=48, hnsw_ef_construct=200, quantization="int8", **extra), "store")
+        store = (EdgeStore if kind == "edge" else ServerStore).from_config(section)
+        assert (store.hnsw_m, store.hnsw_ef_construct, store.hnsw_ef, store.quantization) == (48, 200, 256, "int8")
+        with pytest.raises(ConfigError, match="quantization"):
+            cfg.component_config("store", ComponentSpec(type=kind, quantization="int4", **extra), "store")
+    with pytest.raises(ConfigError, match="int8"):
+        ServerStore(location=":memory:", quantization="int4")
+
+
 def test_edge_missing_folder_is_an_empty_store(fast_tmp):
     store = EdgeStore(fast_tmp / "nowhere")
     assert store.collections() == []
