@@ -150,4 +150,20 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ConfigError(f"{p}: field 'model.kind' (got {cfg.model.kind!r}): unknown model kind; known: {', '.join(sorted(KINDS))}")
     if cfg.loss.type not in LOSSES:
         raise ConfigError(f"{p}: field 'loss.type' (got {cfg.loss.type!r}): unknown loss; known: {', '.join(sorted(LOSSES))}")
+    _check_loss_options(p, cfg.loss)
     return cfg
+
+
+def _check_loss_options(path: Path, loss: LossSection) -> None:
+    """Refuse a ``[loss]`` option the loss class does not take, naming the ones it does."""
+    import inspect
+
+    from ragmm.training.losses import LOSSES
+
+    params = inspect.signature(LOSSES[loss.type]).parameters
+    accepted = [n for n, prm in params.items() if n != "model" and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY)]
+    for name in loss.options():
+        if name not in accepted:
+            raise ConfigError(
+                f"{path}: field 'loss.{name}': loss {loss.type!r} has no such option; it takes: {', '.join(accepted)}"
+            )

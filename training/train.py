@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,6 +252,13 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         model.save(str(initial))
         eval_before = evaluate_model(str(initial), cfg, out / "eval" / "before", "before", progress)
     loss = LOSSES[cfg.loss.type](model, **cfg.loss.options())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(loss, "gather_across_devices", False):
+        # The launcher (accelerate, torchrun) sets WORLD_SIZE before the process group exists.
+        log.warning(
+            "loss %r contrasts each process's batch alone: negatives do not grow with the number of processes "
+            "(clip, clip-uniformity-alignment, maxsim, clamr and cwcl gather them unless gather_across_devices = false)",
+            cfg.loss.type,
+        )
     log_file = out / "train_log.jsonl"
     args = dict(
         output_dir=str(out / "checkpoints"),

@@ -103,6 +103,7 @@ def test_mining_and_eval_before_after(tmp_path, train_files):
         ('[data]\ntrain = "x.jsonl"\n[loss]\ntype = "nope"\n', "unknown loss"),
         ('[data]\ntrain = "x.jsonl"\n[train]\nbatch_size = 1\n', "train.batch_size"),
         ("[loss]\n", "field 'data'"),
+        ('[data]\ntrain = "x.jsonl"\n[loss]\ntype = "symile"\ngather_across_devices = true\n', "loss.gather_across_devices"),
     ],
 )
 def test_bad_train_config(tmp_path, body, needle):

@@ -7,12 +7,24 @@ that touch the model, so each loss module stays a few lines long.
 
 Nothing here imports sentence-transformers: the model is used through its call signature
 (``model(features) -> {"sentence_embedding", "token_embeddings", "attention_mask", ...}``).
+
+Cross-process negatives (:class:`Shard`, :func:`gather_rows`, :func:`gather_tokens`,
+:func:`sync_grad`): under data parallelism each process embeds its own ``b`` rows; a contrastive
+loss that gathers every process's embeddings contrasts its rows with all ``N = sum(b)`` of them,
+so the negatives grow with the number of processes (open_clip's ``gather_features`` with
+``gather_with_grad`` and ``local_loss``; sentence-transformers' ``gather_across_devices``). Each
+process computes the loss of *its* rows against the gathered candidates, scaled so that the mean
+over processes is the loss of the whole gathered batch; DDP averages parameter gradients over
+processes, so the model gets the gradient of that whole-batch loss. For that, the gather's
+backward sums every process's gradient into the rows it owns: the local embeddings receive
+``world_size`` times the whole-batch gradient, which DDP's averaging divides back out.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -152,3 +164,177 @@ def require_columns(loss_name: str, sentence_features: Sequence[Any], minimum: i
             f"{loss_name} needs at least {minimum} input columns ({what}), got {len(sentence_features)}; "
             "check the column order and count of the training dataset"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Where this process's rows sit in a batch gathered from every process.
+
+    Attributes:
+        rank: This process's rank.
+        sizes: Rows each process contributes, in rank order (batches may differ at an epoch's end).
+
+    Example:
+        >>> shard = Shard(rank=1, sizes=(4, 3))
+        >>> shard.rows, shard.total, shard.world_size
+        (slice(4, 7, None), 7, 2)
+    """
+
+    rank: int
+    sizes: tuple[int, ...]
+
+    @property
+    def world_size(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def rows(self) -> slice:
+        start = sum(self.sizes[: self.rank])
+        return slice(start, start + self.sizes[self.rank])
+
+    def targets(self, device: torch.device | str | None = None) -> Tensor:
+        """Indices of this process's rows in the gathered batch, ``(b,)``: the labels of its positives."""
+        rows = self.rows
+        return torch.arange(rows.start, rows.stop, device=device)
+
+    def mean(self, values: Tensor) -> Tensor:
+        """This process's share of the mean of per-row values over the gathered batch.
+
+        ``values`` are this process's ``(b,)`` per-row losses; the result is ``sum * world_size / N``,
+        so the mean over processes (what DDP's gradient averaging takes) is the mean over all ``N``
+        rows, whatever each process's ``b``. In one process it is ``values.mean()``.
+        """
+        if self.world_size == 1:
+            return values.mean()
+        return values.sum() * (self.world_size / self.total)
+
+
+def _process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group; ``(0, 1)`` when none is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def local_shard(batch: Tensor, gather: bool = True) -> Shard:
+    """This process's :class:`Shard` for a batch whose rows are ``batch``'s first axis.
+
+    One process (no process group, or ``gather=False``) is a shard of the whole batch. Otherwise
+    the processes exchange their row counts (one small all-gather), so every process must call it.
+    """
+    rank, world_size = _process_group()
+    if not gather or world_size == 1:
+        return Shard(0, (batch.size(0),))
+    import torch.distributed as dist
+
+    size = torch.tensor([batch.size(0)], device=batch.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    return Shard(rank, tuple(int(s) for s in sizes))
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along axis 0 (forward); sum every process's gradient into the owner's rows (backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, shard: Shard) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        ctx.shard = shard
+        longest = max(shard.sizes)
+        padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, longest - x.size(0))).contiguous()  # (max b, ...)
+        parts = [torch.empty_like(padded) for _ in range(shard.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[:size] for part, size in zip(parts, shard.sizes, strict=True)])  # (N, ...)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        import torch.distributed as dist
+
+        # Every process's loss depends on every row; an all-reduce (supported by every backend,
+        # gloo included, unlike reduce-scatter) sums those gradients, then each keeps its rows.
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.shard.rows], None
+
+
+def gather_rows(x: Tensor, shard: Shard) -> Tensor:
+    """Concatenate every process's ``x`` along axis 0, in rank order, with gradient to the local rows.
+
+    The gradient that reaches this process's ``x`` is the sum of every process's gradient with
+    respect to these rows (``world_size`` times the whole-batch gradient when each process returns
+    :meth:`Shard.mean` of its rows; see the module docstring). Masks and labels go through the
+    same path without a gradient.
+
+    Args:
+        x: ``(b, ...)`` this process's rows; every process must call with the same trailing shape.
+        shard: From :func:`local_shard`.
+
+    Returns:
+        ``(N, ...)``, ``N = shard.total``; ``x`` itself in one process.
+    """
+    if shard.world_size == 1:
+        return x
+    if x.dtype == torch.bool:  # not every backend reduces booleans
+        return _GatherRows.apply(x.to(torch.uint8), shard).bool()
+    return _GatherRows.apply(x, shard)
+
+
+def gather_tokens(tokens: Tensor, mask: Tensor, shard: Shard) -> tuple[Tensor, Tensor]:
+    """:func:`gather_rows` for token batches whose token axis differs between processes.
+
+    Each process pads its batch to its own longest text, so the token axis is first padded (and
+    masked out) to the longest across processes; padded tokens never score in MaxSim.
+
+    Args:
+        tokens: ``(b, ..., L, D)`` token embeddings.
+        mask: ``(b, ..., L)`` boolean, True for real tokens.
+        shard: From :func:`local_shard`.
+
+    Returns:
+        ``(N, ..., L_max, D)`` embeddings and their ``(N, ..., L_max)`` mask.
+    """
+    if shard.world_size == 1:
+        return tokens, mask
+    import torch.distributed as dist
+
+    length = torch.tensor([tokens.size(-2)], device=tokens.device)
+    dist.all_reduce(length, op=dist.ReduceOp.MAX)
+    pad = int(length) - tokens.size(-2)
+    tokens = F.pad(tokens, (0, 0, 0, pad))
+    mask = F.pad(mask.bool(), (0, pad), value=False)
+    return gather_rows(tokens, shard), gather_rows(mask, shard)
+
+
+class _AverageGrad(torch.autograd.Function):
+    """Identity forward; the gradient averaged over processes backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad / dist.get_world_size()
+
+
+def sync_grad(value: Tensor | float, shard: Shard) -> Tensor | float:
+    """Pass a loss parameter's value through so its gradient is averaged over processes.
+
+    The trainer wraps the model in DDP, not the loss: a learnable temperature would otherwise get
+    only this process's gradient and drift apart between processes. Averaged, every process gets
+    the gradient of the whole-batch loss, as the model's parameters do.
+    """
+    if shard.world_size == 1 or not isinstance(value, Tensor) or not value.requires_grad:
+        return value
+    return _AverageGrad.apply(value)

@@ -19,6 +19,10 @@ Choices where the paper leaves room: both terms use the same scaled scores, and 
 modality (an empty view, all tokens masked) scores ``-inf`` so the max never picks it.
 CLaMR encodes all views of an item jointly in one multimodal backbone; that contextualisation
 belongs to the model, and this loss takes its per-view token embeddings, however produced.
+
+Under data parallelism (``gather_across_devices``) each process scores its own queries against
+every process's items and hard negatives (see :mod:`ragmm.training.losses.base`); the modality
+term stays a mean over the labelled queries of the whole gathered batch.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ from ragmm.training.losses.base import (
     concat_token_batches,
     embed_sentences,
     embed_tokens,
+    gather_rows,
+    gather_tokens,
     l2_normalize,
+    local_shard,
     pad_token_batches,
     require_columns,
 )
@@ -105,6 +112,7 @@ def clamr_loss(
     modality_weight: float = 1.0,
     normalize: bool = True,
     ignore_index: int = -100,
+    gather_across_devices: bool = False,
 ) -> Tensor:
     """CLaMR's modality-aware loss: contrastive over items scored by their best modality, plus
     cross-entropy teaching which modality of the positive item answers the query.
@@ -122,6 +130,9 @@ def clamr_loss(
         modality_weight: Weight of the modality term.
         normalize: L2-normalise embeddings first (cosine / ColBERT MaxSim).
         ignore_index: Label value that skips a query in the modality term.
+        gather_across_devices: In a process group, score this process's queries against every
+            process's items and hard negatives; the value is this process's share of the gathered
+            batch's loss. Every process must call it. A no-op in one process.
 
     Returns:
         A 0-dim loss tensor.
@@ -129,14 +140,27 @@ def clamr_loss(
     batch = query.size(0)
     if items.size(0) != batch:
         raise ValueError(f"items must have one row per query ({batch}), got {tuple(items.shape)}")
-    if query.dim() == 3 and (query_mask is None or item_mask is None):
+    late = query.dim() == 3
+    if late and (query_mask is None or item_mask is None):
         raise ValueError("late interaction needs query_mask (B, Lq) and item_mask (B, M, Li), True for real tokens")
+    if late and hard_negatives is not None and hard_negatives_mask is None:
+        raise ValueError("late-interaction hard_negatives need hard_negatives_mask (B, H, M, Lh)")
+    shard = local_shard(query, gather_across_devices)
+    # Below, B is the gathered batch (every process's items); the queries stay this process's.
+    if late:
+        items, item_mask = gather_tokens(items, item_mask, shard)  # type: ignore[arg-type]
+        if hard_negatives is not None:
+            hard_negatives, hard_negatives_mask = gather_tokens(hard_negatives, hard_negatives_mask, shard)  # type: ignore[arg-type]
+    else:
+        items = gather_rows(items, shard)
+        item_mask = None if item_mask is None else gather_rows(item_mask, shard)
+        hard_negatives = None if hard_negatives is None else gather_rows(hard_negatives, shard)
+        hard_negatives_mask = None if hard_negatives_mask is None else gather_rows(hard_negatives_mask, shard)
     candidates, candidate_mask = items, item_mask
     if hard_negatives is not None:
         negatives = hard_negatives.flatten(0, 1)  # (B*H, M, ...)
-        if query.dim() == 3:
-            if hard_negatives_mask is None:
-                raise ValueError("late-interaction hard_negatives need hard_negatives_mask (B, H, M, Lh)")
+        if late:
+            assert hard_negatives_mask is not None
             candidates, candidate_mask = concat_token_batches(
                 items, item_mask, negatives, hard_negatives_mask.flatten(0, 1)
             )  # (B + B*H, M, L, D), (B + B*H, M, L)
@@ -153,19 +177,20 @@ def clamr_loss(
 
     per_modality = scale * modality_scores(
         query, candidates, query_mask=query_mask, item_mask=candidate_mask, normalize=normalize
-    )  # (B, B + B*H, M)
-    targets = torch.arange(batch, device=query.device)
-    item_scores = per_modality.amax(dim=-1)  # (B, B + B*H): an item scores by its best modality
-    loss = F.cross_entropy(item_scores, targets)
+    )  # (b, B + B*H, M)
+    targets = shard.targets(query.device)  # (b,): this process's positives among the gathered items
+    item_scores = per_modality.amax(dim=-1)  # (b, B + B*H): an item scores by its best modality
+    loss = shard.mean(F.cross_entropy(item_scores, targets, reduction="none"))
     if modality_labels is None or not modality_weight:
         return loss
 
-    positive_views = per_modality[targets, targets]  # (B, M)
-    valid = modality_labels != ignore_index
+    positive_views = per_modality[torch.arange(batch, device=query.device), targets]  # (b, M)
+    labelled = (gather_rows(modality_labels, shard) != ignore_index).sum()  # over the gathered batch
     # Summed then divided by the labelled count: a batch where no query has a single answering
-    # modality adds 0 rather than the NaN a mean over nothing gives.
+    # modality adds 0 rather than the NaN a mean over nothing gives. world_size / count makes the
+    # mean over processes the gathered batch's mean, as Shard.mean does for the item term.
     modality = F.cross_entropy(positive_views, modality_labels.long(), ignore_index=ignore_index, reduction="sum")
-    modality = modality / valid.sum().clamp(min=1)
+    modality = modality * shard.world_size / labelled.clamp(min=1)
     return loss + modality_weight * modality
 
 
@@ -184,6 +209,8 @@ class CLaMRLoss(nn.Module):
         modality_weight: Weight of the modality term.
         normalize: L2-normalise embeddings in the loss.
         ignore_index: Label value that skips a row in the modality term.
+        gather_across_devices: Under data parallelism, score against every process's items (a
+            no-op in one process); see :func:`clamr_loss`.
     """
 
     def __init__(
@@ -195,6 +222,7 @@ class CLaMRLoss(nn.Module):
         modality_weight: float = 1.0,
         normalize: bool = True,
         ignore_index: int = -100,
+        gather_across_devices: bool = True,
     ) -> None:
         super().__init__()
         if interaction not in ("late", "dense"):
@@ -208,6 +236,7 @@ class CLaMRLoss(nn.Module):
         self.modality_weight = modality_weight
         self.normalize = normalize
         self.ignore_index = ignore_index
+        self.gather_across_devices = gather_across_devices
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
@@ -250,6 +279,7 @@ class CLaMRLoss(nn.Module):
                 modality_weight=self.modality_weight,
                 normalize=self.normalize,
                 ignore_index=self.ignore_index,
+                gather_across_devices=self.gather_across_devices,
             )
         items = [torch.stack(g, dim=1) for g in groups]  # each (B, M, D)
         hard = torch.stack(items[1:], dim=1) if len(items) > 1 else None  # (B, H, M, D)
@@ -262,6 +292,7 @@ class CLaMRLoss(nn.Module):
             modality_weight=self.modality_weight,
             normalize=self.normalize,
             ignore_index=self.ignore_index,
+            gather_across_devices=self.gather_across_devices,
         )
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -271,6 +302,7 @@ class CLaMRLoss(nn.Module):
             "scale": self.scale,
             "modality_weight": self.modality_weight,
             "normalize": self.normalize,
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

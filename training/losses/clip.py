@@ -6,6 +6,10 @@ learned ``1 / temperature``, averaged over both directions (query->doc and doc->
 InfoNCE objective of van den Oord et al. 2018 ("Representation Learning with Contrastive
 Predictive Coding") applied symmetrically.
 
+Under data parallelism (``gather_across_devices``) the ``B x B`` matrix is the whole gathered
+batch's: each process computes its own rows against every process's documents and queries (see
+:mod:`ragmm.training.losses.base`).
+
 Hard negatives: every query is contrasted with all ``B`` in-batch documents plus the hard
 negatives of the *whole batch* (``B * H`` extra candidates), the shared pool used by DPR
 (Karpukhin et al. 2020) and sentence-transformers' ``MultipleNegativesRankingLoss``. Hard
@@ -19,7 +23,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
+from ragmm.training.losses.base import (
+    LogitScale,
+    embed_sentences,
+    gather_rows,
+    l2_normalize,
+    local_shard,
+    require_columns,
+    sync_grad,
+)
 from torch import Tensor, nn
 
 CLIP_CITATION = """
@@ -98,6 +110,7 @@ def clip_loss(
     hard_negatives: Tensor | None = None,
     *,
     normalize: bool = True,
+    gather_across_devices: bool = False,
 ) -> Tensor:
     """Symmetric InfoNCE / CLIP loss (Radford et al. 2021), optionally with hard negatives.
 
@@ -110,6 +123,10 @@ def clip_loss(
         logit_scale: ``1 / temperature`` as a tensor (learnable) or float.
         hard_negatives: Optional ``(B, H, D)`` hard negatives.
         normalize: L2-normalise first (cosine similarity).
+        gather_across_devices: In a process group, contrast this process's rows with every
+            process's queries, documents and hard negatives; the value is this process's share
+            of the gathered batch's loss (:meth:`~ragmm.training.losses.base.Shard.mean`). Every
+            process must call it. A no-op in one process.
 
     Returns:
         A 0-dim loss tensor.
@@ -119,8 +136,16 @@ def clip_loss(
         >>> clip_loss(q, d, logit_scale=1 / 0.07).shape
         torch.Size([])
     """
-    q2d, d2q = clip_row_losses(query_emb, doc_emb, logit_scale, hard_negatives, normalize=normalize)
-    return (q2d.mean() + d2q.mean()) / 2
+    shard = local_shard(query_emb, gather_across_devices)
+    q2d, d2q = clip_row_losses(
+        gather_rows(query_emb, shard),  # (N, D)
+        gather_rows(doc_emb, shard),  # (N, D)
+        sync_grad(logit_scale, shard),
+        None if hard_negatives is None else gather_rows(hard_negatives, shard),  # (N, H, D)
+        normalize=normalize,
+        rows=shard.rows,
+    )  # each (b,)
+    return (shard.mean(q2d) + shard.mean(d2q)) / 2
 
 
 class CLIPLoss(nn.Module):
@@ -137,6 +162,8 @@ class CLIPLoss(nn.Module):
         learnable_temperature: Learn the temperature (CLIP) or keep it fixed.
         max_scale: Bound on ``1 / temperature`` (CLIP: 100).
         normalize: Cosine (True) or dot-product (False) similarity.
+        gather_across_devices: Under data parallelism, contrast with every process's embeddings
+            (a no-op in one process); see :func:`clip_loss`.
 
     Example:
         >>> loss = CLIPLoss(model)  # doctest: +SKIP
@@ -150,11 +177,13 @@ class CLIPLoss(nn.Module):
         learnable_temperature: bool = True,
         max_scale: float = 100.0,
         normalize: bool = True,
+        gather_across_devices: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
         self.logit_scale = LogitScale(temperature, learnable_temperature, max_scale)
         self.normalize = normalize
+        self.gather_across_devices = gather_across_devices
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
@@ -164,7 +193,14 @@ class CLIPLoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         query, doc, *negatives = embeddings  # each (B, D)
         hard_negatives = torch.stack(negatives, dim=1) if negatives else None  # (B, H, D)
-        return clip_loss(query, doc, self.logit_scale(), hard_negatives, normalize=self.normalize)
+        return clip_loss(
+            query,
+            doc,
+            self.logit_scale(),
+            hard_negatives,
+            normalize=self.normalize,
+            gather_across_devices=self.gather_across_devices,
+        )
 
     @property
     def temperature(self) -> float:
@@ -175,6 +211,7 @@ class CLIPLoss(nn.Module):
             "temperature": self.temperature,
             "learnable_temperature": self.logit_scale.learnable,
             "normalize": self.normalize,
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

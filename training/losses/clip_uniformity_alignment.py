@@ -15,6 +15,11 @@ Learning through Alignment and Uniformity on the Hypersphere") to the CLIP loss:
 ``L_CUA = L_CLIP + L_unif + L_align`` and ``L_CUAXU = L_CUA + L_xunif`` in the paper; here every
 term has a weight (defaults 1, i.e. ``L_CUAXU``; set ``cross_uniformity_weight=0`` for ``L_CUA``).
 The extra terms are computed on the L2-normalised embeddings, as in the paper (on the sphere).
+
+Under data parallelism (``gather_across_devices``) every term is the whole gathered batch's: the
+CLIP and alignment terms per row (each process its own rows), the uniformity terms, a log-mean
+over all pairs that does not split by rows, on the gathered embeddings in every process (see
+:mod:`ragmm.training.losses.base`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
-from ragmm.training.losses.clip import CLIP_CITATION, clip_loss
+from ragmm.training.losses.base import (
+    LogitScale,
+    embed_sentences,
+    gather_rows,
+    l2_normalize,
+    local_shard,
+    require_columns,
+    sync_grad,
+)
+from ragmm.training.losses.clip import CLIP_CITATION, clip_row_losses
 from torch import Tensor, nn
 
 CONTRASTIVE_GAP_CITATION = """
@@ -85,19 +98,28 @@ def clip_uniformity_alignment_terms(
     uniformity_t: float = 2.0,
     alignment_alpha: float = 2.0,
     normalize: bool = True,
+    gather_across_devices: bool = False,
 ) -> dict[str, Tensor]:
     """The weighted terms of the loss, by name (``clip``, ``alignment``, ``uniformity``, ``cross_uniformity``).
 
     Zero-weighted terms are left out. See :func:`clip_uniformity_alignment_loss` for the arguments.
     """
-    if query_emb.size(0) < 2:
-        raise ValueError(f"uniformity needs a batch of at least 2 pairs, got {query_emb.size(0)}")
-    terms = {"clip": clip_loss(query_emb, doc_emb, logit_scale, hard_negatives, normalize=normalize)}
+    shard = local_shard(query_emb, gather_across_devices)
+    if shard.total < 2:
+        raise ValueError(f"uniformity needs a batch of at least 2 pairs, got {shard.total}")
+    query_all, doc_all = gather_rows(query_emb, shard), gather_rows(doc_emb, shard)  # (N, D) each
+    hard_all = None if hard_negatives is None else gather_rows(hard_negatives, shard)  # (N, H, D)
+    q2d, d2q = clip_row_losses(
+        query_all, doc_all, sync_grad(logit_scale, shard), hard_all, normalize=normalize, rows=shard.rows
+    )  # each (b,)
+    terms = {"clip": (shard.mean(q2d) + shard.mean(d2q)) / 2}
     # The geometry terms live on the unit sphere whatever similarity the CLIP term uses.
-    q = l2_normalize(query_emb)  # (B, D)
-    d = l2_normalize(doc_emb)  # (B, D)
+    q = l2_normalize(query_all)  # (N, D)
+    d = l2_normalize(doc_all)  # (N, D)
     if alignment_weight:
-        terms["alignment"] = alignment_weight * alignment_loss(q, d, alignment_alpha)
+        rows = shard.rows
+        distances = (q[rows] - d[rows]).pow(2).sum(dim=1).pow(alignment_alpha / 2)  # (b,), as alignment_loss
+        terms["alignment"] = alignment_weight * shard.mean(distances)
     if uniformity_weight:
         in_modal = (uniformity_loss(q, uniformity_t) + uniformity_loss(d, uniformity_t)) / 2
         terms["uniformity"] = uniformity_weight * in_modal
@@ -118,6 +140,7 @@ def clip_uniformity_alignment_loss(
     uniformity_t: float = 2.0,
     alignment_alpha: float = 2.0,
     normalize: bool = True,
+    gather_across_devices: bool = False,
 ) -> Tensor:
     """CLIP loss + alignment + in-modal and cross-modal uniformity (Fahim et al. 2024, ``L_CUAXU``).
 
@@ -132,6 +155,9 @@ def clip_uniformity_alignment_loss(
         uniformity_t: ``t`` of the Gaussian potential (Wang and Isola: 2).
         alignment_alpha: Exponent of the alignment distance (Wang and Isola: 2).
         normalize: Cosine similarity in the CLIP term.
+        gather_across_devices: In a process group, compute every term over every process's
+            embeddings; the value is this process's share of the gathered batch's loss. Every
+            process must call it. A no-op in one process.
 
     Returns:
         A 0-dim loss tensor.
@@ -147,6 +173,7 @@ def clip_uniformity_alignment_loss(
         uniformity_t=uniformity_t,
         alignment_alpha=alignment_alpha,
         normalize=normalize,
+        gather_across_devices=gather_across_devices,
     )
     return torch.stack(list(terms.values())).sum()
 
@@ -155,7 +182,8 @@ class CLIPUniformityAlignmentLoss(nn.Module):
     """sentence-transformers wrapper of :func:`clip_uniformity_alignment_loss`.
 
     Inputs and temperature as :class:`~ragmm.training.losses.clip.CLIPLoss`; the three extra
-    weights are configurable (defaults give the paper's ``L_CUAXU``).
+    weights are configurable (defaults give the paper's ``L_CUAXU``). ``gather_across_devices``
+    (default on; a no-op in one process) computes every term over every process's embeddings.
     """
 
     def __init__(
@@ -170,6 +198,7 @@ class CLIPUniformityAlignmentLoss(nn.Module):
         uniformity_t: float = 2.0,
         alignment_alpha: float = 2.0,
         normalize: bool = True,
+        gather_across_devices: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -180,6 +209,7 @@ class CLIPUniformityAlignmentLoss(nn.Module):
         self.uniformity_t = uniformity_t
         self.alignment_alpha = alignment_alpha
         self.normalize = normalize
+        self.gather_across_devices = gather_across_devices
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
@@ -200,6 +230,7 @@ class CLIPUniformityAlignmentLoss(nn.Module):
             uniformity_t=self.uniformity_t,
             alignment_alpha=self.alignment_alpha,
             normalize=self.normalize,
+            gather_across_devices=self.gather_across_devices,
         )
 
     @property
@@ -216,6 +247,7 @@ class CLIPUniformityAlignmentLoss(nn.Module):
             "uniformity_t": self.uniformity_t,
             "alignment_alpha": self.alignment_alpha,
             "normalize": self.normalize,
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

@@ -13,6 +13,10 @@ and the loss is the mean of the two directions, both with the same weights. ``t`
 embeddings of the second modality (``doc_emb``), or of a separate frozen encoder of it when given
 (``target_emb``); they are targets, so no gradient flows through the weights. The temperature is
 CLIP's learnable one.
+
+Under data parallelism (``gather_across_devices``) ``B`` is the whole gathered batch: each process
+computes the loss of its own rows against every process's embeddings, with the weights of the
+gathered targets (see :mod:`ragmm.training.losses.base`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ragmm.training.losses.base import LogitScale, embed_sentences, l2_normalize, require_columns
+from ragmm.training.losses.base import (
+    LogitScale,
+    embed_sentences,
+    gather_rows,
+    l2_normalize,
+    local_shard,
+    require_columns,
+    sync_grad,
+)
 from torch import Tensor, nn
 
 CWCL_CITATION = """
@@ -50,6 +62,7 @@ def cwcl_loss(
     *,
     target_emb: Tensor | None = None,
     normalize: bool = True,
+    gather_across_devices: bool = False,
 ) -> Tensor:
     """CWCL (Srinivasa et al. 2023): symmetric contrastive loss with intra-modal soft targets.
 
@@ -60,6 +73,9 @@ def cwcl_loss(
         target_emb: ``(B, D)`` embeddings of the second modality from a frozen pretrained encoder,
             the paper's source of the weights; defaults to ``doc_emb`` (detached).
         normalize: L2-normalise before the cross-modal similarities.
+        gather_across_devices: In a process group, weigh and contrast this process's rows against
+            every process's embeddings; the value is this process's share of the gathered batch's
+            loss. Every process must call it. A no-op in one process.
 
     Returns:
         A 0-dim loss tensor.
@@ -68,12 +84,19 @@ def cwcl_loss(
         raise ValueError(
             f"query_emb and doc_emb must both be (B, D), got {tuple(query_emb.shape)} and {tuple(doc_emb.shape)}"
         )
-    weights = cwcl_weights(doc_emb if target_emb is None else target_emb)  # (B, B), symmetric
+    shard = local_shard(query_emb, gather_across_devices)
+    rows = shard.rows
+    targets = gather_rows((doc_emb if target_emb is None else target_emb).detach(), shard)  # (N, D)
+    weights = cwcl_weights(targets)[rows]  # (b, N): this process's rows of the symmetric weights
     weights = weights / weights.sum(dim=1, keepdim=True)  # each row sums to 1
-    logits = logit_scale * l2_normalize(query_emb, normalize) @ l2_normalize(doc_emb, normalize).T  # (B, B)
-    loss_q2d = -(weights * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    loss_d2q = -(weights * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
-    return (loss_q2d + loss_d2q) / 2
+    q = l2_normalize(gather_rows(query_emb, shard), normalize)  # (N, D)
+    d = l2_normalize(gather_rows(doc_emb, shard), normalize)  # (N, D)
+    scale = sync_grad(logit_scale, shard)
+    logits_q2d = scale * q[rows] @ d.T  # (b, N)
+    logits_d2q = scale * d[rows] @ q.T  # (b, N)
+    loss_q2d = -(weights * F.log_softmax(logits_q2d, dim=1)).sum(dim=1)  # (b,)
+    loss_d2q = -(weights * F.log_softmax(logits_d2q, dim=1)).sum(dim=1)  # (b,)
+    return (shard.mean(loss_q2d) + shard.mean(loss_d2q)) / 2
 
 
 class CWCLLoss(nn.Module):
@@ -97,6 +120,8 @@ class CWCLLoss(nn.Module):
         normalize: Cosine (True) or dot-product (False) similarity.
         target_model: Optional frozen encoder of the positive column for the weights; it is put in
             eval mode and its parameters are frozen, so the trainer leaves it alone.
+        gather_across_devices: Under data parallelism, weigh and contrast with every process's
+            embeddings (a no-op in one process); see :func:`cwcl_loss`.
     """
 
     def __init__(
@@ -107,11 +132,13 @@ class CWCLLoss(nn.Module):
         max_scale: float = 100.0,
         normalize: bool = True,
         target_model: nn.Module | None = None,
+        gather_across_devices: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
         self.logit_scale = LogitScale(temperature, learnable_temperature, max_scale)
         self.normalize = normalize
+        self.gather_across_devices = gather_across_devices
         self.target_model = target_model
         if target_model is not None:
             target_model.requires_grad_(False).eval()
@@ -142,7 +169,14 @@ class CWCLLoss(nn.Module):
         self, embeddings: list[Tensor], labels: Tensor | None = None, target_emb: Tensor | None = None
     ) -> Tensor:
         query, doc = embeddings  # each (B, D)
-        return cwcl_loss(query, doc, self.logit_scale(), target_emb=target_emb, normalize=self.normalize)
+        return cwcl_loss(
+            query,
+            doc,
+            self.logit_scale(),
+            target_emb=target_emb,
+            normalize=self.normalize,
+            gather_across_devices=self.gather_across_devices,
+        )
 
     @property
     def temperature(self) -> float:
@@ -154,6 +188,7 @@ class CWCLLoss(nn.Module):
             "learnable_temperature": self.logit_scale.learnable,
             "normalize": self.normalize,
             "target_model": self.target_model is not None,
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

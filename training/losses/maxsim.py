@@ -10,6 +10,10 @@ query with every document in the batch: the ``B`` positives plus the ``B * H`` h
 
 MaxSim scores are unbounded sums (up to the query length), so the default ``scale`` is 1, as
 in ColBERT and PyLate; there is no learnable temperature in the paper.
+
+Under data parallelism (``gather_across_devices``) each process scores its own queries against
+every process's documents and hard negatives, their token axes padded to the longest across
+processes (see :mod:`ragmm.training.losses.base`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import torch.nn.functional as F
 from ragmm.training.losses.base import (
     concat_token_batches,
     embed_tokens,
+    gather_tokens,
     l2_normalize,
+    local_shard,
     pad_token_batches,
     require_columns,
 )
@@ -77,6 +83,7 @@ def maxsim_loss(
     *,
     scale: float | Tensor = 1.0,
     normalize: bool = True,
+    gather_across_devices: bool = False,
 ) -> Tensor:
     """Contrastive cross-entropy over ColBERT MaxSim scores, in-batch plus hard negatives.
 
@@ -89,6 +96,9 @@ def maxsim_loss(
         hard_negatives_mask: ``(B, H, Lh)`` mask of the hard negatives (required with them).
         scale: Multiplier of the scores before the softmax (``1 / temperature``).
         normalize: L2-normalise every token embedding first (ColBERT's cosine MaxSim).
+        gather_across_devices: In a process group, score this process's queries against every
+            process's documents and hard negatives; the value is this process's share of the
+            gathered batch's loss. Every process must call it. A no-op in one process.
 
     Returns:
         A 0-dim loss tensor.
@@ -99,8 +109,9 @@ def maxsim_loss(
     batch, _, dim = query_tokens.shape
     if doc_tokens.dim() != 3 or doc_tokens.size(0) != batch or doc_tokens.size(2) != dim:
         raise ValueError(f"doc_tokens must be (B, Ld, D) = ({batch}, Ld, {dim}), got {tuple(doc_tokens.shape)}")
-    q = l2_normalize(query_tokens, normalize)  # (B, Lq, D)
-    docs, masks = l2_normalize(doc_tokens, normalize), doc_mask.bool()  # (B, Ld, D), (B, Ld)
+    shard = local_shard(query_tokens, gather_across_devices)
+    q = l2_normalize(query_tokens, normalize)  # (b, Lq, D): only this process's queries are scored
+    docs, masks = gather_tokens(l2_normalize(doc_tokens, normalize), doc_mask.bool(), shard)  # (N, Ld, D), (N, Ld)
     if hard_negatives is not None:
         if hard_negatives_mask is None:
             raise ValueError("hard_negatives need hard_negatives_mask, (B, H, Lh), True for real tokens")
@@ -108,12 +119,14 @@ def maxsim_loss(
             raise ValueError(
                 f"hard_negatives must be (B, H, Lh, D) = ({batch}, H, Lh, {dim}), got {tuple(hard_negatives.shape)}"
             )
-        negatives = l2_normalize(hard_negatives, normalize).flatten(0, 1)  # (B*H, Lh, D)
+        negatives, negatives_mask = gather_tokens(
+            l2_normalize(hard_negatives, normalize), hard_negatives_mask.bool(), shard
+        )  # (N, H, Lh, D), (N, H, Lh)
         # Positives and hard negatives may have different lengths: pad both to the longer one.
-        docs, masks = concat_token_batches(docs, masks, negatives, hard_negatives_mask.bool().flatten(0, 1))
-    scores = maxsim_scores(q, query_mask, docs, masks) * scale  # (B, B + B*H)
-    targets = torch.arange(batch, device=scores.device)
-    return F.cross_entropy(scores, targets)
+        docs, masks = concat_token_batches(docs, masks, negatives.flatten(0, 1), negatives_mask.flatten(0, 1))
+    scores = maxsim_scores(q, query_mask, docs, masks) * scale  # (b, N + N*H)
+    losses = F.cross_entropy(scores, shard.targets(scores.device), reduction="none")  # (b,)
+    return shard.mean(losses)
 
 
 class MaxSimLoss(nn.Module):
@@ -129,15 +142,20 @@ class MaxSimLoss(nn.Module):
         model: The multi-vector model.
         scale: ``1 / temperature`` applied to the MaxSim scores (ColBERT / PyLate: 1).
         normalize: L2-normalise token embeddings in the loss (a ColBERT model already does).
+        gather_across_devices: Under data parallelism, score against every process's documents
+            (a no-op in one process); see :func:`maxsim_loss`.
     """
 
-    def __init__(self, model: nn.Module, scale: float = 1.0, normalize: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, scale: float = 1.0, normalize: bool = True, gather_across_devices: bool = True
+    ) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale}")
         self.model = model
         self.scale = scale
         self.normalize = normalize
+        self.gather_across_devices = gather_across_devices
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
@@ -155,11 +173,19 @@ class MaxSimLoss(nn.Module):
         if negatives:
             hard, hard_mask = pad_token_batches([e for e, _ in negatives], [m for _, m in negatives])  # (B, H, L, D)
         return maxsim_loss(
-            query, query_mask, doc, doc_mask, hard, hard_mask, scale=self.scale, normalize=self.normalize
+            query,
+            query_mask,
+            doc,
+            doc_mask,
+            hard,
+            hard_mask,
+            scale=self.scale,
+            normalize=self.normalize,
+            gather_across_devices=self.gather_across_devices,
         )
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "normalize": self.normalize}
+        return {"scale": self.scale, "normalize": self.normalize, "gather_across_devices": self.gather_across_devices}
 
     @property
     def citation(self) -> str:
