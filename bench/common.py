@@ -92,6 +92,32 @@ def time_each(fn: Callable[[Any], Any], inputs: Sequence[Any]) -> tuple[list[flo
     return times, results
 
 
+def run_variants(
+    variants: Sequence[tuple[str, Callable[[Any], Any], Callable[[], Any]]], inputs: Sequence[Any], warm: Sequence[Any], passes: int
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Each variant ``(name, fn, context)`` over all ``inputs``, one block at a time (so a
+    variant's thread pools only disturb itself), after ``warm`` calls in the same context;
+    the order of the blocks reverses every pass to spread drift. Returns p50/p95 per
+    variant and the results of the first pass."""
+    times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    first: dict[str, list[Any]] = {}
+    for p in range(passes):
+        for name, fn, ctx in variants if p % 2 == 0 else variants[::-1]:
+            with ctx():
+                for x in warm:
+                    fn(x)
+                t, r = time_each(fn, inputs)
+            times[name] += t
+            first.setdefault(name, r)
+            print(f"  {name}: p50 {percentiles(t)['p50_ms']} ms, p95 {percentiles(t)['p95_ms']} ms", flush=True)
+    return {name: percentiles(t) for name, t in times.items()}, first
+
+
+def recall(found: Sequence[Sequence[Any]], truth: Sequence[Sequence[Any]], k: int = 10) -> float:
+    """Mean share of each exact top-``k`` found in the top ``k`` of ``found``."""
+    return sum(len(set(f[:k]) & set(t[:k])) for f, t in zip(found, truth, strict=True)) / (k * len(truth))
+
+
 class Timers:
     """Exclusive wall time and call counts per named stage, filled by :meth:`wrap`.
 

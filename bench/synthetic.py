@@ -131,3 +131,72 @@ def write_corpus(root: Path, files: int, paragraphs_per_file: int, seed: int = 0
         n_par += len(paras)
         n_words += sum(len(p.split()) for p in paras)
     return n_par, n_words, topics, f
+
+
+# -- vectors without an encoder ---------------------------------------------------------------
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm, float32."""
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def sentence_like(n: int, dim: int = 384, latent: int = 48, noise: float = 0.6, topics: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n, dim) unit vectors shaped like sentence embeddings, for store benchmarks at sizes no
+    CPU encoder reaches: a ``latent``-dimensional topic structure (each point = its topic's
+    centre + a per-point latent offset) mapped into ``dim`` dimensions, plus isotropic
+    ``noise``. Real MiniLM embeddings concentrate in a low-dimensional subspace the same way;
+    this mix is harder for HNSW than real text (less clustered), so recall measured on it is
+    a lower bound.
+
+    Generated in blocks of 50k rows so that 1M x 384 needs no more than the output array.
+    """
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)  # (L, D)
+    centres = rng.standard_normal((topics, latent)).astype(np.float32)  # (C, L)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 50_000):
+        m = min(50_000, n - start)
+        z = centres[rng.integers(0, topics, m)] + 0.8 * rng.standard_normal((m, latent)).astype(np.float32)  # (m, L)
+        x = z @ basis  # (m, D)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x += noise / np.sqrt(dim) * rng.standard_normal((m, dim)).astype(np.float32)
+        out[start : start + m] = unit_rows(x)
+    return out
+
+
+def late_interaction_corpus(
+    n_docs: int, tokens: int = 32, dim: int = 128, query_tokens: int = 8, n_queries: int = 200, seed: int = 0
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Token vectors of documents and queries, structured like a ColBERT index.
+
+    Each document sits near one of ``n_docs // 50`` topics in a 32-dimensional latent space;
+    its tokens are drawn around 6 "term" centres of its own (tokens of one term cluster,
+    as a ColBERT model's vectors for one word in one context do). A query targets one
+    document: ``query_tokens`` of its tokens plus noise, so its exact MaxSim best is usually
+    (not always) the target, and documents of the same topic compete.
+
+    Returns:
+        docs (n_docs, tokens, dim) float32 unit rows; queries, each (query_tokens, dim); and
+        the target document of each query.
+    """
+    rng = np.random.default_rng(seed)
+    latent = 32
+    basis = rng.standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)  # (L, D)
+    topics = rng.standard_normal((max(1, n_docs // 50), latent)).astype(np.float32)  # (C, L)
+    docs = np.empty((n_docs, tokens, dim), dtype=np.float32)
+    for start in range(0, n_docs, 2000):
+        m = min(2000, n_docs - start)
+        centre = topics[rng.integers(0, len(topics), m)] + 0.7 * rng.standard_normal((m, latent)).astype(np.float32)  # (m, L)
+        terms = centre[:, None, :] + 0.9 * rng.standard_normal((m, 6, latent)).astype(np.float32)  # (m, 6, L)
+        term_of = rng.integers(0, 6, (m, tokens))  # (m, T)
+        z = np.take_along_axis(terms, term_of[:, :, None], axis=1) + 0.35 * rng.standard_normal((m, tokens, latent)).astype(np.float32)
+        x = z @ basis + 0.25 / np.sqrt(dim) * rng.standard_normal((m, tokens, dim)).astype(np.float32)  # (m, T, D)
+        docs[start : start + m] = unit_rows(x)
+    targets = rng.integers(0, n_docs, n_queries)
+    queries = []
+    for t in targets:
+        picked = docs[t][rng.choice(tokens, size=query_tokens, replace=False)]  # (Tq, D)
+        # noise of norm ~0.8 per token: a query token keeps cosine ~0.8 with the token it came from
+        queries.append(unit_rows(picked + 0.8 / np.sqrt(dim) * rng.standard_normal(picked.shape).astype(np.float32)))
+    return docs, queries, targets

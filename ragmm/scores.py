@@ -79,7 +79,9 @@ def maxsim(q: np.ndarray, docs: Sequence[np.ndarray] | np.ndarray) -> np.ndarray
     if isinstance(docs, np.ndarray) and docs.ndim == 3:
         if docs.shape[2] != q.shape[1]:
             raise ValueError(f"maxsim: query tokens are {q.shape[1]}-d but documents' are {docs.shape[2]}-d")
-        return np.einsum("qd,ntd->nqt", q, docs).max(axis=2).sum(axis=1)  # (N, Tq, Td) -> (N,)
+        n, td, d = docs.shape
+        sims = (docs.reshape(n * td, d) @ q.T).reshape(n, td, len(q))  # one BLAS product: (N, Td, Tq)
+        return sims.max(axis=1).sum(axis=1)  # (N, Tq) -> (N,)
     if len(docs) == 0:
         return np.zeros(0, dtype=np.result_type(q.dtype, np.float32))
     lengths = [len(d) for d in docs]
