@@ -93,7 +93,7 @@ def build_points(batch: Sequence[ParsedVideo], text_encoder: Encoder, frame_enco
             block = frame_vecs[r.ref][None] if r.modality == FRAME else text_vecs[r.ref]  # (T, D)
             blocks.append(block)
             tags += [r.modality] * len(block)
-            spans += [[round(r.span[0], 2), round(r.span[1], 2)]] * len(block)
+            spans += [[round(r.span[0], 3), round(r.span[1], 3)]] * len(block)
         return np.concatenate(blocks).astype(np.float32), tags, spans
 
     out = []
