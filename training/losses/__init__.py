@@ -26,6 +26,14 @@ Example:
     >>> from ragmm.training.losses import LOSSES
     >>> loss = LOSSES["clip"](model, temperature=0.05)  # doctest: +SKIP
 
+Under data parallelism (``accelerate launch``, ``torchrun``) ``clip``, ``clip-uniformity-alignment``,
+``maxsim``, ``clamr`` and ``cwcl`` gather every process's embeddings, so each query is contrasted
+with the negatives of all processes (``[loss] gather_across_devices``, default on; a no-op in one
+process). The helpers, :func:`~ragmm.training.losses.base.gather_rows` and friends, live in
+:mod:`ragmm.training.losses.base`. ``symile`` and ``gram`` (whose batch terms are not written over a
+gathered batch here) and ``cached-clip`` (GradCache back-propagates chunk by chunk, one collective
+per chunk on every process) contrast each process's batch alone.
+
 ``CachedCLIPLoss`` imports sentence-transformers (seconds); it loads on first access, so importing
 this package costs only torch.
 """
@@ -36,7 +44,7 @@ import importlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ragmm.training.losses.base import LogitScale
+from ragmm.training.losses.base import LogitScale, Shard, gather_rows, gather_tokens, local_shard
 from ragmm.training.losses.clamr import CLaMRLoss, clamr_loss, modality_scores
 from ragmm.training.losses.clip import CLIPLoss, clip_loss, clip_row_losses
 from ragmm.training.losses.clip_uniformity_alignment import (
@@ -111,6 +119,7 @@ __all__ = [
     "GRAMLoss",
     "LogitScale",
     "MaxSimLoss",
+    "Shard",
     "SymileLoss",
     "alignment_loss",
     "clamr_loss",
@@ -121,8 +130,11 @@ __all__ = [
     "cross_uniformity_loss",
     "cwcl_loss",
     "cwcl_weights",
+    "gather_rows",
+    "gather_tokens",
     "gram_loss",
     "gram_volume",
+    "local_shard",
     "maxsim_loss",
     "maxsim_scores",
     "modality_scores",

@@ -1,0 +1,129 @@
+"""The ``late-interaction`` reranker: MaxSim between query and item token vectors, normalised.
+
+MaxSim sums, over the query's tokens, the best cosine among the item's tokens (Khattab and
+Zaharia 2020); dividing by the number of query tokens puts it in [-1, 1] whatever the query's
+length, before calibration maps it to a relevancy. Token vectors come from the configured text
+encoder's own model (all-MiniLM-L6-v2 by default: no second model to load), or from a trained
+multi-vector checkpoint (``model``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragmm.errors import ConfigError
+from ragmm.reranking.base import CalibratedReranker, item_text, load_calibration
+from ragmm.reranking.calibration import Calibration
+from ragmm.types import Item, Query
+
+SHIPPED_CALIBRATION = Path(__file__).parent / "weights" / "late-interaction-minilm"
+
+
+def maxsim(query: Any, item: Any) -> float:
+    """Normalised MaxSim of L2-normalised token vectors: mean over query tokens of their best
+    cosine among the item's tokens, in [-1, 1].
+
+    Args:
+        query: (Tq, D) token vectors.
+        item: (Ti, D) token vectors.
+
+    Example:
+        >>> import numpy as np
+        >>> round(maxsim(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32)), 3)
+        1.0
+    """
+    import numpy as np
+
+    if len(query) == 0 or len(item) == 0:
+        return 0.0
+    sim = np.asarray(query) @ np.asarray(item).T  # (Tq, Ti)
+    return float(sim.max(axis=1).mean())
+
+
+def token_vectors(st_model: Any, texts: Sequence[str], batch_size: int = 32) -> list[Any]:
+    """(T_i, D) L2-normalised token vectors of a sentence-transformers model, special and
+    padding tokens left out."""
+    import numpy as np
+    import torch
+
+    out: list[Any] = []
+    tok = st_model.tokenizer
+    for i in range(0, len(texts), batch_size):
+        batch = list(texts[i : i + batch_size])
+        features = st_model.tokenize(batch)
+        features = {k: v.to(st_model.device) for k, v in features.items()}
+        with torch.inference_mode():
+            emb = st_model.forward(features)["token_embeddings"].float()  # (B, T, D)
+        emb = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+        ids = features["input_ids"].cpu().numpy()
+        mask = features["attention_mask"].cpu().numpy().astype(bool)
+        special = np.isin(ids, list(tok.all_special_ids))
+        for row, keep in zip(emb, mask & ~special, strict=True):
+            out.append(np.ascontiguousarray(row[keep]))
+    return out
+
+
+class LateInteractionReranker(CalibratedReranker):
+    """Relevancy from normalised MaxSim, calibrated per kind of item.
+
+    Args:
+        encode: ``(texts, is_query) -> list of (T, D) token vectors``.
+        calibration: the curves fitted for this scorer.
+        threshold: least relevancy kept (``None``: the calibration's).
+
+    Example:
+        >>> rr = LateInteractionReranker.from_config(LateInteractionReranker.Config(), encoders=pipe_encoders)  # doctest: +SKIP
+    """
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+        model: str | None = Field(None, description="a multi-vector checkpoint; None = token vectors of [encoders.text]'s model")
+        calibration: str | None = Field(None, description="calibration.json; None = the model folder's, or the shipped one for all-MiniLM-L6-v2 tokens")
+        threshold: float | None = Field(None, ge=0, le=1, description="least calibrated relevancy kept; None = the one chosen on the dev split")
+
+    def __init__(self, encode: Callable[[Sequence[str], bool], list[Any]], calibration: Calibration, threshold: float | None = None, scorer: str = "") -> None:
+        super().__init__(calibration, threshold)
+        self._encode = encode
+        self.scorer = scorer
+
+    @classmethod
+    def from_config(cls, config: Config, encoders: Mapping[str, Any] | None = None, **_: Any) -> LateInteractionReranker:
+        if config.model:
+            from ragmm.encoders.late_interaction import LateInteractionEncoder
+
+            enc = LateInteractionEncoder(LateInteractionEncoder.Config(model=config.model))
+            folder = Path(config.model).expanduser()
+            calibration = load_calibration(config.calibration, folder if folder.is_dir() else None, None)
+
+            def encode(texts: Sequence[str], is_query: bool) -> list[Any]:
+                return enc.encode_query(texts) if is_query else enc.encode_document(texts)
+
+            return cls(encode, calibration, config.threshold, scorer=enc.name)
+        if encoders is None:
+            raise ConfigError("[reranker] type = 'late-interaction' without `model` reads the text encoder's tokens; build it through ragmm.Pipeline")
+        calibration = load_calibration(config.calibration, None, SHIPPED_CALIBRATION)
+        state: dict[str, Any] = {}
+
+        def encode_tokens(texts: Sequence[str], is_query: bool) -> list[Any]:
+            if "model" not in state:
+                text_encoder = encoders["text"]
+                scorer = f"{text_encoder.name}:tokens"
+                if calibration.scorer and calibration.scorer != scorer:
+                    raise ConfigError(
+                        f"[reranker] the calibration was fitted on {calibration.scorer} scores but the text encoder gives {scorer}; "
+                        "fit one with `ragmm train reranker --config training/configs/reranker-late.toml`"
+                    )
+                state["model"] = text_encoder.model
+            return token_vectors(state["model"], texts)
+
+        return cls(encode_tokens, calibration, config.threshold, scorer=calibration.scorer)
+
+    def raw_scores(self, query: Query, items: Sequence[Item]) -> list[float]:
+        q = self._encode([query.text], True)[0]
+        docs = self._encode([item_text(it) for it in items], False)
+        return [maxsim(q, d) for d in docs]
