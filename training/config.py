@@ -50,6 +50,7 @@ class ModelSection(_Section):
     image_size: int = Field(64, ge=32, description="image-text: side in pixels images are letterboxed to")
     image_augment: bool = Field(True, description="image-text: random zoom, shift and flip of training images")
     image_width: int = Field(48, gt=0, description="image-text: channels of the image tower's first stage (doubling per stage; 48 gives 2.4M parameters)")
+    image_trunk: dict[str, Any] = Field(default_factory=dict, description="image-text: a pretrained ImageNet trunk under the tower (trunk, head, train_blocks, trunk_lr_scale...: see ragmm.training.kinds.image_text.TrunkSettings); empty: the small CNN")
 
 
 class DataSection(_Section):

@@ -58,15 +58,31 @@ ROUTE_MAPPINGS: dict[tuple[str | None, str | None], str] = {
 # Module classes a checkpoint may name. Loading needs trust_remote_code=True (the image tower lives
 # outside sentence_transformers), so ragmm checks the names first and imports nothing else.
 IMAGE_TOWER_TYPE = "ragmm.encoders.image_tower.ImageTower"
+TRUNK_TOWER_TYPE = "ragmm.encoders.pretrained_tower.TrunkTower"
+TOWER_TYPES = (IMAGE_TOWER_TYPE, TRUNK_TOWER_TYPE)
 TOWER_ONLY_FILE = "ragmm_image_tower.json"
 STOCK_MAX_SIDE = 512  # images for a stock sentence-transformers model are decoded to this side at most
 TOWER_DIR = "image_tower"
 SHIPPED = "ragmm-clipart"
+SHIPPED_TOWERS = ("ragmm-clipart", "ragmm-lite0")  # shipped tower-only checkpoints, loadable by name
 
 
-def shipped_path() -> Path:
-    """The folder of the shipped tower-only checkpoint ``ragmm-clipart``."""
-    return Path(__file__).resolve().parent / "weights" / SHIPPED
+def shipped_path(name: str = SHIPPED) -> Path:
+    """The folder of a shipped tower-only checkpoint (``ragmm-clipart``, ``ragmm-lite0``)."""
+    return Path(__file__).resolve().parent / "weights" / name
+
+
+def _tower_class(type_name: str) -> Any:
+    """The image tower class a checkpoint names (only ragmm's own two are allowed)."""
+    if type_name == TRUNK_TOWER_TYPE:
+        from ragmm.encoders.pretrained_tower import TrunkTower
+
+        return TrunkTower
+    if type_name == IMAGE_TOWER_TYPE:
+        from ragmm.encoders.image_tower import ImageTower
+
+        return ImageTower
+    raise ModelNotFoundError(f"image tower type {type_name!r} is not one ragmm loads ({', '.join(TOWER_TYPES)})")
 
 
 def export_tower(model_dir: str | Path, out_dir: str | Path, text_model: str, max_seq_length: int | None = None, facts: dict[str, Any] | None = None) -> Path:
@@ -90,7 +106,8 @@ def export_tower(model_dir: str | Path, out_dir: str | Path, text_model: str, ma
     out = Path(out_dir)
     (out / TOWER_DIR).mkdir(parents=True, exist_ok=True)
     tower.to(torch.float16).save(str(out / TOWER_DIR))
-    info = {"text_model": text_model, "max_seq_length": max_seq_length, "image_tower": TOWER_DIR, **(facts or {})}
+    tower_type = f"{type(tower).__module__}.{type(tower).__qualname__}"
+    info = {"text_model": text_model, "max_seq_length": max_seq_length, "image_tower": TOWER_DIR, "image_tower_type": tower_type, **(facts or {})}
     (out / TOWER_ONLY_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out
 
@@ -100,7 +117,6 @@ def load_tower_only(path: Path, device: str | None = None) -> tuple[Any, str]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from ragmm.encoders.image_tower import ImageTower
     from ragmm.encoders.sentence_transformer import resolve_model
 
     info = json.loads((path / TOWER_ONLY_FILE).read_text(encoding="utf-8"))
@@ -111,7 +127,7 @@ def load_tower_only(path: Path, device: str | None = None) -> tuple[Any, str]:
     folder = path / str(info.get("image_tower", TOWER_DIR))
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"{folder}: image tower missing (no config.json); re-export it with ragmm.encoders.image_text.export_tower")
-    tower = ImageTower.load(str(folder)).to(torch.float32)
+    tower = _tower_class(str(info.get("image_tower_type", IMAGE_TOWER_TYPE))).load(str(folder)).to(torch.float32)
     model = build_image_text_model(text, tower=tower)
     return model.to(device or "cpu"), identity
 
@@ -183,13 +199,13 @@ def _check_checkpoint(path: Path) -> bool:
         return False  # a stock sentence-transformers model; whether it reads images is checked on load
     if not has_image_route:
         raise ModelNotFoundError(f"{path}: not an image-text model (no Router with an '{IMAGE_ROUTE}' route); train one with [model] kind = \"image-text\"")
-    foreign = sorted({t for t in types if t != IMAGE_TOWER_TYPE and not t.startswith("sentence_transformers.")})
+    foreign = sorted({t for t in types if t not in TOWER_TYPES and not t.startswith("sentence_transformers.")})
     if foreign:
-        raise ModelNotFoundError(f"{path}: names module classes ragmm does not load ({', '.join(foreign)}); only sentence-transformers modules and ragmm's ImageTower are allowed")
+        raise ModelNotFoundError(f"{path}: names module classes ragmm does not load ({', '.join(foreign)}); only sentence-transformers modules and ragmm's image towers are allowed")
     code = sorted(str(p.relative_to(path)) for p in path.rglob("*.py"))
     if code:
         raise ModelNotFoundError(f"{path}: holds Python files ({', '.join(code[:3])}); ragmm does not run code shipped with a checkpoint, remove them")
-    return IMAGE_TOWER_TYPE in types
+    return any(t in types for t in TOWER_TYPES)
 
 
 def load_image_text_model(path: str | Path, device: str | None = None) -> Any:
@@ -228,7 +244,7 @@ class ImageTextEncoder:
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-        model: str = Field(SHIPPED, description=f'"{SHIPPED}" (shipped), a folder trained with [model] kind = "image-text", or a sentence-transformers model that reads images')
+        model: str = Field(SHIPPED, description=f'{" or ".join(SHIPPED_TOWERS)} (shipped), a folder trained with [model] kind = "image-text", or a sentence-transformers model that reads images')
         precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="bf16 autocast where the CPU or GPU supports it")
         device: str = Field("auto", description="'auto' picks cuda when present, else cpu")
         batch_size: int = Field(64, gt=0)
@@ -239,11 +255,11 @@ class ImageTextEncoder:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        if config.model == SHIPPED:
-            folder = shipped_path()
+        if config.model in SHIPPED_TOWERS:
+            folder = shipped_path(config.model)
             if not (folder / TOWER_ONLY_FILE).is_file():
-                raise ModelNotFoundError(f"{folder}: the shipped {SHIPPED} weights are missing; reinstall ragmm or set [encoders.image] model to a trained folder")
-            self.name = SHIPPED  # the identity collections remember: portable across installs
+                raise ModelNotFoundError(f"{folder}: the shipped {config.model} weights are missing; reinstall ragmm or set [encoders.image] model to a trained folder")
+            self.name = config.model  # the identity collections remember: portable across installs
         else:
             folder = Path(config.model).expanduser()
             if not folder.is_dir():
@@ -343,3 +359,48 @@ class ImageTextEncoder:
     def encode_document(self, inputs: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Documents are images: :meth:`encode_image`."""
         return self.encode_image(inputs, batch_size)
+
+    def encode_document_with_labels(self, inputs: Sequence[Any], batch_size: int | None = None) -> tuple[np.ndarray, list[str]]:
+        """Image embeddings and, from the same forward pass, the words for what each image shows.
+
+        With a pretrained-trunk tower (``ragmm-lite0``) a label is the confident ImageNet classes,
+        e.g. ``"koala, teddy bear"``, or ``""`` when the classifier is unsure; other towers give
+        ``""`` for every image.
+
+        Args:
+            inputs: File paths, PIL images or arrays.
+
+        Returns:
+            ``(N, dim)`` float32 L2-normalised vectors (as :meth:`encode_document`) and N labels.
+
+        Raises:
+            ImageTooLargeError, InputError: as :meth:`encode_image`.
+        """
+        import numpy as np
+        import torch
+
+        tower = image_tower(self.model) if type(self.model[0]).__name__ == "Router" else None
+        if tower is None or not hasattr(tower, "labels"):
+            return self.encode_document(inputs, batch_size), [""] * len(inputs)
+        size = batch_size or self.config.batch_size
+        vecs: list[np.ndarray] = []
+        labels: list[str] = []
+        with torch.inference_mode(), self._precision():
+            for i in range(0, len(inputs), size):
+                features = {k: v.to(self.device) for k, v in tower.preprocess(list(inputs[i : i + size])).items()}
+                out = tower(features)
+                vecs.append(out["sentence_embedding"].float().cpu().numpy())
+                labels += tower.labels(out["trunk_logits"])
+        if not vecs:
+            return np.zeros((0, self.dim), dtype=np.float32), []
+        v = np.concatenate(vecs)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(v, dtype=np.float32), labels
+
+
+class Lite0ImageTextEncoder(ImageTextEncoder):
+    """The shipped default image encoder ``ragmm-lite0``: :class:`ImageTextEncoder` whose model is
+    the ImageNet EfficientNet-Lite0 trunk with a head trained into MiniLM's space (and labels)."""
+
+    class Config(ImageTextEncoder.Config):
+        model: str = Field("ragmm-lite0", description=f'{" or ".join(SHIPPED_TOWERS)} (shipped), a folder trained with [model] kind = "image-text", or a sentence-transformers model that reads images')

@@ -57,6 +57,8 @@ class ParsedImage:
         description: EXIF ImageDescription / XP title or comment, or a PNG text chunk.
         date: EXIF DateTimeOriginal (else DateTime) as written, ``YYYY:MM:DD HH:MM:SS``.
         ocr_text: text found in the image ("" when OCR is off or finds nothing).
+        labels: what the image encoder's classifier sees, e.g. "koala, teddy bear" ("" when the
+            encoder gives no labels or is unsure).
     """
 
     path: Path
@@ -69,6 +71,7 @@ class ParsedImage:
     description: str = ""
     date: str = ""
     ocr_text: str = ""
+    labels: str = ""
 
     @property
     def title(self) -> str:
@@ -77,12 +80,13 @@ class ParsedImage:
 
     @property
     def has_text(self) -> bool:
-        """Whether anything names or describes the image (a title word, a description, OCR text).
+        """Whether anything names or describes the image (a title word, a description, OCR text,
+        the classifier's labels).
 
         An image without (``IMG_0001.jpg``, no EXIF, nothing written in it) gets no text vector:
         embedding its bare file name would let meaningless text compete with what it shows.
         """
-        return bool(self.title or self.description or self.ocr_text)
+        return bool(self.title or self.description or self.ocr_text or self.labels)
 
     def item_text(self) -> str:
         """What the item says about the image, for a text-only reader and the text vector."""
@@ -91,6 +95,8 @@ class ParsedImage:
             parts.append(self.description)
         if self.ocr_text:
             parts.append(f'text in the image: "{self.ocr_text}"')
+        if self.labels:
+            parts.append(f"picture of: {self.labels}")
         return ". ".join(p for p in parts if p) or self.path.name
 
     def metadata(self) -> dict[str, Any]:
@@ -102,7 +108,7 @@ class ParsedImage:
             "height": self.height,
             "format": self.format,
         }
-        for name in ("description", "date", "ocr_text"):
+        for name in ("description", "date", "ocr_text", "labels"):
             if value := getattr(self, name):
                 meta[name] = value
         return meta

@@ -166,3 +166,23 @@ def test_software_and_camera_stamps_are_not_descriptions(tmp_path, stamp):
     shape_image().save(path, exif=exif)
     parsed = read_image(path, "k", 50 * MB)
     assert parsed.description == "" and not parsed.has_text
+
+
+def test_labels_are_the_items_text_view(tmp_path):
+    """What the image encoder's classifier names joins the item text and gives it a text vector."""
+    path = tmp_path / "IMG_0001.jpg"
+    shape_image().save(path)
+    parsed = read_image(path, "k", 50 * MB)
+    assert not parsed.has_text  # a camera file name and nothing else
+    parsed.labels = "koala, teddy bear"
+    assert parsed.has_text
+    assert parsed.item_text() == "picture of: koala, teddy bear"
+    assert parsed.metadata()["labels"] == "koala, teddy bear"
+    named = read_image(_copy(path, tmp_path / "red_box.jpg"), "k", 50 * MB)
+    named.labels = "envelope"
+    assert named.item_text() == "red box. picture of: envelope"
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.write_bytes(src.read_bytes())
+    return dst

@@ -77,11 +77,11 @@ def toy(tmp_path_factory):
     return root, rows
 
 
-def write_config(folder, text_model, train_file, out, *, max_steps=40, lock_text=True, extra=""):
+def write_config(folder, text_model, train_file, out, *, max_steps=40, lock_text=True, extra="", model_extra=""):
     cfg = folder / "train.toml"
     cfg.write_text(
         f'output = "{out}"\n'
-        f'[model]\nkind = "image-text"\nbase = "{text_model}"\nlock_text = {str(lock_text).lower()}\nimage_size = 32\nimage_width = 8\n'
+        f'[model]\nkind = "image-text"\nbase = "{text_model}"\nlock_text = {str(lock_text).lower()}\nimage_size = 32\nimage_width = 8\n{model_extra}'
         f'[data]\ntrain = "{train_file}"\nquery_column = "caption"\npositive_column = "image"\n'
         f'[loss]\ntype = "clip"\ntemperature = 0.05\n'
         f"[train]\nmax_steps = {max_steps}\nbatch_size = 12\nlearning_rate = 1e-2\nwarmup_ratio = 0.0\nweight_decay = 0.0\n"
@@ -287,3 +287,37 @@ def test_augmentation_only_in_training_mode():
     x = torch.rand(8, 3, 32, 32) * 2 - 1
     y = _random_zoom_shift_flip(x)
     assert y.shape == x.shape and y.min() >= -1.0001 and y.max() <= 1.0001
+
+
+@pytest.mark.slow
+def test_frozen_trunk_run_lowers_the_loss_from_cached_features(tmp_path, tiny_text, toy, monkeypatch):
+    """The pretrained-trunk tower, frozen, no augmentation: features are computed once and cached,
+    the head learns the toy set, and the exported tower-only folder loads and labels images."""
+    from ragmm.encoders.image_text import TOWER_ONLY_FILE, ImageTextEncoder
+
+    monkeypatch.setenv("RAGMM_CACHE", str(tmp_path / "cache"))
+    root, rows = toy
+    extra = '[model.image_trunk]\ntrunk = "efficientnet-lite0"\nhead = "linear"\ndropout = 0.0\n'
+    cfg = write_config(tmp_path, tiny_text, root / "train.jsonl", tmp_path / "out", max_steps=30, extra=extra, model_extra="image_augment = false\n")
+    res = train_retriever(cfg, progress=False)
+    losses = logged_losses(Path(res.output))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) * 0.7
+    assert len(list((tmp_path / "cache" / "trunks" / "features").glob("*.safetensors"))) == 1
+    tower_only = Path(res.output) / "tower-only"
+    assert (tower_only / TOWER_ONLY_FILE).is_file()
+    enc = ImageTextEncoder(ImageTextEncoder.Config(model=str(tower_only), precision="fp32"))
+    paths = [r["image"] for r in rows[:3]]
+    vecs, labels = enc.encode_document_with_labels(paths)
+    assert vecs.shape == (3, enc.dim) and len(labels) == 3 and all(isinstance(x, str) for x in labels)
+    np.testing.assert_allclose(vecs, enc.encode_document(paths), atol=1e-5)
+
+
+def test_trunk_settings_are_checked(tmp_path, tiny_text, toy):
+    from ragmm.training.kinds.image_text import trunk_settings
+
+    from ragmm.errors import ConfigError
+
+    root, _ = toy
+    cfg = write_config(tmp_path, tiny_text, root / "train.jsonl", tmp_path / "out", extra='[model.image_trunk]\nhead = "transformer"\n')
+    with pytest.raises(ConfigError, match=r"\[model.image_trunk\] head"):
+        trunk_settings(cfg)

@@ -140,7 +140,8 @@ def write(out: Path, train_jsonl: Path | None, root: Path = STAMPS, threshold: f
 
 
 VIEWS = {"fused": ["image", "text"], "image": ["image"], "text": ["text"]}
-VIEW_NAMES = {"fused": "image tower + OCR/file name (fused)", "image": "image tower only", "text": "vision-free: OCR + file name"}
+VIEW_NAMES = {"fused": "image tower + text view (fused)", "image": "image tower only", "text": "text view: file name + OCR + labels"}
+SETS = ("all", "no-near-dups", "anonymous-names")
 
 
 def chance(qrels: dict[str, dict[str, int]], n_items: int, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
@@ -154,8 +155,11 @@ def chance(qrels: dict[str, dict[str, int]], n_items: int, ks: tuple[int, ...] =
     return out
 
 
-def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Index the stamps with ``image_model`` (OCR on) and evaluate every view on both query sets.
+def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: bool = True, progress: bool = True, sets: tuple[str, ...] = SETS) -> dict[str, Any]:
+    """Index the stamps with ``image_model`` (OCR on) and evaluate every view on the query ``sets``.
+
+    The text view holds what the item's text says: the file name as words, OCR text, and the
+    labels of an encoder that gives them (``ragmm-lite0``: "picture of: ...").
 
     Writes ``out/summary.json``, ``out/summary.md``, ``out/recall_at_k.png`` (all curves and
     chance) and each run's own report and plots under ``out/<queries>/<view>/``.
@@ -180,7 +184,7 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
         ("no-near-dups", "stamps", "queries-no-near-dups.jsonl", "qrels-no-near-dups.tsv", ocr),
         ("anonymous-names", "stamps-anonymous", "queries.jsonl", "qrels-anonymous.tsv", False),
     ]
-    for name, folder, queries_file, qrels_file, with_ocr in settings:
+    for name, folder, queries_file, qrels_file, with_ocr in [s for s in settings if s[0] in sets]:
         sections = {
             "store": {"type": "edge", "path": str((data / f"store-{slug}-{folder}").resolve())},
             "encoders": {"image": {"type": "image-text", "model": image_model}},
@@ -197,7 +201,7 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
             summary["n_queries"][name] = len(qrels)
             summary["runs"][f"{name}/chance"] = chance(qrels, n_items)
             for view, views in VIEWS.items():
-                retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, text_query=pipe.retriever.embed, views=views)
+                retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, pipe.embeddings, views=views)
                 r = evaluate_retrieval(
                     data / queries_file,
                     qrels_path,
@@ -206,6 +210,7 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
                     corpus="image",
                     out_dir=out / name / view,
                     retriever=retriever,
+                    embeddings=pipe.embeddings,
                     vector="text" if view == "text" else "image",
                     label=VIEW_NAMES[view],
                     progress=progress,
@@ -238,13 +243,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", type=Path, default=Path("data/clipart/train.jsonl"), help="training pairs to find near-duplicates against")
     ap.add_argument("--dup-threshold", type=float, default=0.95)
     ap.add_argument("--evaluate", type=Path, default=None, metavar="DIR", help="then index the stamps and write the evaluation to DIR")
-    ap.add_argument("--image-model", default="ragmm-clipart", help="image encoder evaluated: ragmm-clipart or a trained folder")
+    ap.add_argument("--image-model", default="ragmm-clipart", help="image encoder evaluated: ragmm-clipart, ragmm-lite0 or a trained folder")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"query sets to evaluate, comma separated ({', '.join(SETS)})")
     ap.add_argument("--no-ocr", action="store_true", help="index without OCR (faster; the text view then has file names only)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print(json.dumps(write(args.out, args.train if args.train.is_file() else None, threshold=args.dup_threshold)))
     if args.evaluate is not None:
-        summary = evaluate(args.out, args.evaluate, args.image_model, ocr=not args.no_ocr)
+        sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+        unknown = sorted(set(sets) - set(SETS))
+        if unknown:
+            ap.error(f"--sets: unknown {', '.join(unknown)}; choose from {', '.join(SETS)}")
+        summary = evaluate(args.out, args.evaluate, args.image_model, ocr=not args.no_ocr, sets=sets)
         print(summary_table(summary))
 
 

