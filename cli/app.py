@@ -67,6 +67,7 @@ def ask(
     image: Annotated[Path | None, typer.Option("--image", help="ask about this image: retrieval is by the image (similar images, and passages about what it shows)")] = None,
     open_images: Annotated[bool, typer.Option("--open", help="open the image evidence with the system's viewer (prints the paths when there is none)")] = False,
     generator: Annotated[str | None, typer.Option("--generator", help="answer with this generator instead of [generator] (smollm2, extractive, ...)")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="show the route and its probabilities, each search with every candidate's scores, rewrites")] = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -81,7 +82,10 @@ def ask(
             raise ConfigError("give a question, or --image PATH to ask about an image")
         question = "What is in this image, and where else does it appear?"
     with _pipeline(config, store, generator) as pipe:
-        answer = pipe.ask(question, k=k, corpora=corpus, image=image)
+        if as_json:
+            answer = pipe.ask(question, k=k, corpora=corpus, image=image)
+        else:
+            answer = _print_stream(pipe.ask_stream(question, k=k, corpora=corpus, image=image))
     if open_images:
         _open_images([h.item.image_path for h in answer.evidence if h.item.image_path])
     if as_json:
@@ -91,7 +95,10 @@ def ask(
     from rich.table import Table
 
     console = Console()
-    console.print(answer.text, markup=False, highlight=False)
+    if explain and answer.trace is not None:
+        console.print("\nHow the evidence was found:", style="bold")
+        for line in answer.trace.lines():
+            console.print(line, markup=False, highlight=False)
     if not answer.evidence:
         return
     cited = {c.n for c in answer.citations}
@@ -106,6 +113,30 @@ def ask(
         table.add_row(mark, item.corpus, item.source, where, f"{hit.score:.3f}", excerpt[:80] + ("..." if len(excerpt) > 80 else ""))
     console.print(table)
     console.print("* cited in the answer", style="dim")
+
+
+def _print_stream(stream: Any) -> Any:
+    """Print an answer's pieces as the generator writes them; return the final ``Answer``.
+
+    A language model's final text can differ from what it streamed (a repetition loop cut,
+    citations of unseen evidence removed, supporting evidence cited): it is then printed too.
+    """
+    import sys
+
+    from ragmm.types import Answer
+
+    answer, streamed = None, []
+    for piece in stream:
+        if isinstance(piece, Answer):
+            answer = piece
+        else:
+            streamed.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    if answer is not None and answer.text.strip() != "".join(streamed).strip():
+        typer.echo(f"With citations checked: {answer.text}")
+    return answer
 
 
 def _open_images(paths: list[str]) -> None:

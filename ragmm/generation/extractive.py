@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragmm.generation.base import collect
 from ragmm.generation.prompt import NO_EVIDENCE_ANSWER, build_citations, content_tokens, sentence_spans, strip_markers, truncate
 from ragmm.types import Answer, Hit, Query
 
@@ -69,10 +70,17 @@ class ExtractiveGenerator:
 
     def generate(self, query: Query, evidence: Sequence[Hit]) -> Answer:
         """Quote the best-matching evidence sentences, each with its ``[n]``."""
+        return collect(self.stream(query, evidence))
+
+    def stream(self, query: Query, evidence: Sequence[Hit]) -> Iterator[str | Answer]:
+        """Yield the answer one quoted sentence (with its marker) at a time, then the
+        :class:`Answer`; the pieces joined are the answer's text."""
         start = time.perf_counter()
         evidence = list(evidence)
         if not evidence:
-            return Answer(text=NO_EVIDENCE_ANSWER, generator=self.name, timings={"generate": time.perf_counter() - start})
+            yield NO_EVIDENCE_ANSWER
+            yield Answer(text=NO_EVIDENCE_ANSWER, generator=self.name, timings={"generate": time.perf_counter() - start})
+            return
         if query.image is not None:
             # Nothing in an image query's words says what the image shows; the evidence found by
             # the image does. Name the closest matches, best first.
@@ -84,13 +92,14 @@ class ExtractiveGenerator:
         else:
             chosen = self.select(query.text, evidence)
         if chosen and query.image is not None:
-            text = "Most similar: " + "; ".join(f"{truncate(s.text, self.max_sentence_chars)} [{s.n}]" for s in chosen)
+            pieces = ["Most similar: "] + [("; " if i else "") + f"{truncate(s.text, self.max_sentence_chars)} [{s.n}]" for i, s in enumerate(chosen)]
         elif chosen:
-            text = " ".join(f"{truncate(s.text, self.max_sentence_chars)} [{s.n}]" for s in chosen)
+            pieces = [(" " if i else "") + f"{truncate(s.text, self.max_sentence_chars)} [{s.n}]" for i, s in enumerate(chosen)]
         else:
-            text = NO_MATCH_ANSWER
-        return Answer(
-            text=text,
+            pieces = [NO_MATCH_ANSWER]
+        yield from pieces
+        yield Answer(
+            text="".join(pieces),
             citations=build_citations([s.n for s in chosen], evidence),
             evidence=evidence,
             timings={"generate": time.perf_counter() - start},

@@ -8,9 +8,11 @@ follows them:
 * when a language model cites nothing, each answer sentence is matched lexically against
   the evidence and gets the marker of the evidence that supports it best, if any does.
 
-Sentences are split with NLTK's Punkt model, which llama-index-core ships in its
-``_static/nltk_cache`` (so nothing is downloaded); words are lowercase ``\\w+`` tokens
-without English stopwords, Porter-stemmed so that "lighthouses" matches "lighthouse".
+Sentences are split by pysbd's rules (abbreviations, decimals, quotes); words are lowercase
+``\\w+`` tokens without NLTK's English stopwords (read as a plain file from the data
+llama-index-core ships), Porter-stemmed (snowballstemmer) so that "lighthouses" matches
+"lighthouse". None of these imports NLTK itself, which pulls in scipy and scikit-learn: seconds
+on every ``ragmm ask``.
 
 Example:
     >>> text = "Lighthouses warn ships [1][7]."
@@ -67,14 +69,16 @@ def number_evidence(evidence: Sequence[Hit], max_chars: int = DEFAULT_EVIDENCE_C
         >>> number_evidence([hit])
         '[1] (sea.md, chars 0-23) Lighthouses warn ships.'
     """
-    lines = []
-    for n, hit in enumerate(evidence, start=1):
-        item = hit.item
-        text = truncate(" ".join(strip_markers(item.text).split()), max_chars)
-        name = Path(item.source).name or item.source
-        where = f"image {name}" if item.modality == "image" else f"{name}, {item.locator}"
-        lines.append(f"[{n}] ({where}) {text}")
-    return "\n".join(lines)
+    return "\n".join(evidence_line(n, hit, max_chars) for n, hit in enumerate(evidence, start=1))
+
+
+def evidence_line(n: int, hit: Hit, max_chars: int = DEFAULT_EVIDENCE_CHARS) -> str:
+    """Evidence ``n`` as one line: ``[n] (source, locator) text``, the text cut to ``max_chars``."""
+    item = hit.item
+    text = truncate(" ".join(strip_markers(item.text).split()), max_chars)
+    name = Path(item.source).name or item.source
+    where = f"image {name}" if item.modality == "image" else f"{name}, {item.locator}"
+    return f"[{n}] ({where}) {text}"
 
 
 def question_text(query: Query) -> str:
@@ -263,7 +267,8 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` character spans of the sentences of ``text``.
 
     Blank lines always end a sentence (a heading or list item is not glued to the next
-    paragraph); inside a paragraph NLTK's Punkt model decides, so "Dr." or "3.5" do not.
+    paragraph); inside a paragraph pysbd's rules decide, so "Dr." or "3.5" do not, and a
+    single line break is a space (hard-wrapped text).
 
     Example:
         >>> text = "Dr. Smith sails at 3.5 knots. He is late!\\n\\nNext part"
@@ -283,34 +288,34 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-@functools.cache
-def _nltk_data_ready() -> bool:
-    """Point NLTK at llama-index-core's bundled data (punkt_tab, stopwords) if needed.
+def _nltk_stopwords_file() -> Path | None:
+    """NLTK's English stopword list inside llama-index-core's bundled ``nltk_cache``.
 
     ``find_spec`` locates the folder without importing llama-index (seconds of imports).
     """
-    try:
-        import nltk
-    except ImportError:
-        return False
     spec = importlib.util.find_spec("llama_index.core")
-    if spec is not None and spec.submodule_search_locations:
-        cache = Path(next(iter(spec.submodule_search_locations))) / "_static" / "nltk_cache"
-        if cache.is_dir() and str(cache) not in nltk.data.path:
-            nltk.data.path.append(str(cache))
-    return True
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "_static" / "nltk_cache" / "corpora" / "stopwords" / "english"
+    return path if path.is_file() else None
 
 
 @functools.cache
 def _sentence_splitter():  # -> Callable[[str], Iterable[tuple[int, int]]]
-    if _nltk_data_ready():
-        from nltk.tokenize import PunktTokenizer
+    try:
+        import pysbd
+    except ImportError:
+        pysbd = None
+    if pysbd is not None:
+        segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
 
-        try:
-            return PunktTokenizer("english").span_tokenize
-        except LookupError:
-            pass
-    # Without Punkt: end a sentence at . ! ? followed by space and an upper-case letter or digit.
+        def pysbd_spans(text: str) -> list[tuple[int, int]]:
+            # Same length, so spans index the original text.
+            flat = text.replace("\n", " ").replace("\r", " ")
+            return [(span.start, span.end) for span in segmenter.segment(flat)]
+
+        return pysbd_spans
+    # Without pysbd: end a sentence at . ! ? followed by space and an upper-case letter or digit.
     boundary = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
     def regex_spans(text: str) -> list[tuple[int, int]]:
@@ -326,23 +331,19 @@ def _sentence_splitter():  # -> Callable[[str], Iterable[tuple[int, int]]]
 
 @functools.cache
 def _stopwords() -> frozenset[str]:
-    if _nltk_data_ready():
-        from nltk.corpus import stopwords
-
-        try:
-            return frozenset(stopwords.words("english"))
-        except LookupError:
-            pass
+    path = _nltk_stopwords_file()
+    if path is not None:
+        return frozenset(w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip())
     return _FALLBACK_STOPWORDS
 
 
 @functools.cache
 def _stemmer():  # -> Callable[[str], str]
     try:
-        from nltk.stem.porter import PorterStemmer
+        import snowballstemmer
     except ImportError:
         return lambda word: word
-    return functools.lru_cache(maxsize=65536)(PorterStemmer().stem)
+    return functools.lru_cache(maxsize=65536)(snowballstemmer.stemmer("porter").stemWord)
 
 
 # A phrase of 2 to 15 words said three or more times in a row: the loop greedy decoding of a
