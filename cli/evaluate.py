@@ -1,4 +1,4 @@
-"""``ragmm eval``: measure retrieval on judged queries."""
+"""``ragmm eval``: measure retrieval, routing and reranking on judged queries."""
 
 from __future__ import annotations
 
@@ -74,3 +74,104 @@ def retrieval(
         pipe.close()
     typer.echo(json.dumps({"metrics": report.metrics, "by_modality": report.by_modality, "modality_gap": report.modality_gap}, indent=2))
     typer.echo(f"report and plots in {out}/")
+
+
+class _LazyEncoders:
+    """``encoders[modality]``: the pipeline's encoder, built on first use."""
+
+    def __init__(self, pipe: object) -> None:
+        self._pipe = pipe
+
+    def __getitem__(self, modality: str) -> object:
+        return self._pipe.encoder(modality)
+
+
+def _component(pipe: object, kind: str) -> object:
+    """The configured router or reranker, given the deps the pipeline gives it."""
+    from ragmm.registry import registry
+
+    spec = getattr(pipe.config, kind)
+    cls = registry.get(kind, spec.type)
+    return cls.from_config(pipe.config.component_config(kind, spec, kind), encoders=_LazyEncoders(pipe), embeddings=None)
+
+
+@eval_app.command("routing")
+@user_errors
+def routing(
+    queries: Annotated[list[Path], typer.Option(help='JSONL of {"query", "routes"} (held out: data/routes/test.jsonl); repeat for several')],
+    router: Annotated[str | None, typer.Option(help="router type (default: [router] of the config): trained, llm, all")] = None,
+    model: Annotated[str | None, typer.Option(help="router model folder (trained) or language model (llm)")] = None,
+    limit: Annotated[int | None, typer.Option(help="evaluate an evenly spread subset of this many queries (the llm router is slow)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for report.json and confusion.png (one subfolder per queries file)")] = Path("eval/routing"),
+    config: ConfigOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Exact-set accuracy, per-route precision/recall/F1 and a confusion matrix (PNG) of a router."""
+    quiet_libraries()
+    from ragmm.evaluation.routing import evaluate_routing
+    from ragmm.pipeline import Pipeline
+
+    overrides: dict = {}
+    if router or model:
+        spec: dict = {"type": router or "trained"}
+        if model:
+            spec["model"] = model
+        overrides["router"] = spec
+    pipe = Pipeline.from_config(config, **overrides)
+    try:
+        built = _component(pipe, "router")
+        name = pipe.config.router.type
+        for path in queries:
+            report = evaluate_routing(built, path, out / path.stem, name=name, limit=limit, progress=not quiet)
+            per = {r: round(s.f1, 3) for r, s in report.per_route.items()}
+            typer.echo(f"{path}: accuracy {report.accuracy:.4f} (n={report.n}, {report.ms_per_query:.1f} ms/query); F1 {per}")
+    finally:
+        pipe.close()
+    typer.echo(f"reports and confusion matrices in {out}/")
+
+
+@eval_app.command("rerank")
+@user_errors
+def rerank(
+    dataset: Annotated[list[Path], typer.Option(help="folder with queries.jsonl, qrels.tsv, corpus.jsonl (data/rerank/wordnet/test, data/rerank/tuxpaint); repeat for several")],
+    reranker: Annotated[str | None, typer.Option(help="reranker type (default: [reranker] of the config): late-interaction, cross-encoder, llm")] = None,
+    model: Annotated[str | None, typer.Option(help="reranker model folder")] = None,
+    threshold: Annotated[float | None, typer.Option(help="relevancy threshold (default: the calibration's)")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="most items kept")] = 5,
+    candidates: Annotated[int, typer.Option(help="items retrieved per query before reranking")] = 20,
+    limit: Annotated[int | None, typer.Option(help="evaluate an evenly spread subset of this many queries")] = None,
+    out: Annotated[Path, typer.Option(help="folder for report.json (one subfolder per dataset)")] = Path("eval/rerank"),
+    config: ConfigOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Precision and recall of the context kept, fixed top-k against adaptive up-to-k, and how
+    often each abstains when the relevant items are taken out of the candidates."""
+    quiet_libraries()
+    from ragmm.errors import ConfigError
+    from ragmm.evaluation.rerank import evaluate_rerank
+    from ragmm.pipeline import Pipeline
+
+    overrides: dict = {}
+    if reranker or model or threshold is not None:
+        spec: dict = {"type": reranker or "late-interaction"}
+        if model:
+            spec["model"] = model
+        if threshold is not None:
+            spec["threshold"] = threshold
+        overrides["reranker"] = spec
+    pipe = Pipeline.from_config(config, **overrides)
+    try:
+        built = _component(pipe, "reranker")
+        if not hasattr(built, "relevancies"):
+            raise ConfigError(f"[reranker] type = {pipe.config.reranker.type!r} gives no relevancy scores; evaluate late-interaction, cross-encoder or llm")
+        for folder in dataset:
+            report = evaluate_rerank(
+                built, pipe.encoder("text"), folder / "queries.jsonl", folder / "qrels.tsv", folder / "corpus.jsonl",
+                out / folder.name, k=k, candidates=candidates, limit=limit, name=pipe.config.reranker.type, progress=not quiet,
+            )
+            typer.echo(f"{folder} (n={report.n_queries}, k={k}, threshold {report.threshold:.2f}, {report.ms_rerank_per_query:.1f} ms/query):")
+            for arm, s in report.arms.items():
+                typer.echo(f"  {arm:18s} precision {s.precision:.3f} recall {s.recall:.3f} kept {s.mean_kept:.2f} empty {s.empty:.3f} abstain-unanswerable {s.abstain_unanswerable:.3f}")
+    finally:
+        pipe.close()
+    typer.echo(f"reports in {out}/")

@@ -137,6 +137,16 @@ ARITHMETIC = [
     "round {a}.{b} to the nearest whole number", "is {a} a prime number",
 ]
 
+# Words that name a kind of source, swapped for one another (same kind) in half the queries, so
+# the router learns the kind from any of its names and not from the template that carried it.
+SOURCE_WORDS = [
+    ["video", "film", "movie", "recording", "footage", "webinar", "lecture video", "talk", "episode", "documentary", "screencast"],
+    ["picture", "image", "photo", "drawing", "illustration", "icon", "clipart", "photograph", "snapshot", "sketch", "stamp"],
+    ["document", "report", "article", "paper", "essay", "manual", "whitepaper", "book", "handbook", "guide", "proposal", "study"],
+]
+_SOURCE_WORD = re.compile(r"\b(" + "|".join(sorted((w for ws in SOURCE_WORDS for w in ws), key=len, reverse=True)) + r")\b")
+_GROUP_OF = {w: ws for ws in SOURCE_WORDS for w in ws}
+
 PREFIXES = ["", "", "", "please ", "can you ", "could you tell me ", "I want to know ", "quick question: ", "hey, ", "so ", "I wonder ", "help: ", "ok, "]
 SUFFIXES = ["?", "?", "", ".", " please", " thanks", "!", "??"]
 
@@ -217,7 +227,9 @@ def tuxpaint_captions() -> list[str]:
 
 
 def vary(text: str, rng: random.Random) -> str:
-    """One surface variant: a prefix, a suffix, casing, sometimes a typo."""
+    """One surface variant: another name for the source, a prefix, a suffix, casing, sometimes a typo."""
+    if rng.random() < 0.5:
+        text = _SOURCE_WORD.sub(lambda m: rng.choice(_GROUP_OF[m.group(1)]), text)
     text = rng.choice(PREFIXES) + text + rng.choice(SUFFIXES)
     if rng.random() < 0.08:
         words = text.split()

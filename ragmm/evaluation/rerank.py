@@ -1,0 +1,160 @@
+"""Rerank evaluation: is the context kept for the generator relevant, and is the relevant kept?
+
+For each judged query the text encoder retrieves ``candidates`` items of a corpus file (exact
+cosine, so every arm starts from the same candidates); then three arms choose the context:
+
+``fixed top-k``      the ``k`` best by retrieval score (what ``none`` does);
+``reranked top-k``   the ``k`` best by calibrated relevancy, no threshold;
+``adaptive up-to-k`` those whose relevancy passes the reranker's threshold, at most ``k``.
+
+Precision is over every item kept (all queries pooled), recall the mean share of a query's
+relevant items kept. An unanswerable variant removes each query's relevant items from its
+candidates: the right context is then nothing, and ``abstain`` is how often an arm keeps none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragmm.reranking.base import select
+from ragmm.types import Hit, Item, Query
+
+ARMS = ("fixed top-k", "reranked top-k", "adaptive up-to-k")
+
+
+@dataclass(slots=True)
+class ArmScores:
+    precision: float
+    recall: float
+    mean_kept: float
+    empty: float  # share of queries given no context
+    abstain_unanswerable: float | None = None  # share of unanswerable queries given no context
+
+
+@dataclass(slots=True)
+class RerankReport:
+    """What ``ragmm eval rerank`` writes to ``report.json``."""
+
+    dataset: str
+    reranker: str
+    k: int
+    candidates: int
+    threshold: float
+    n_queries: int
+    arms: dict[str, ArmScores] = field(default_factory=dict)
+    ms_rerank_per_query: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    from ragmm.errors import InputError
+
+    if not path.is_file():
+        raise InputError(str(path), "file not found; build it with `python -m ragmm.training.data.rerank`")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def score_arm(kept: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> ArmScores:
+    """Pooled precision, mean recall, mean items kept and the share of empty contexts.
+
+    Example:
+        >>> s = score_arm([["a", "b"], []], [{"a"}, {"c"}])
+        >>> (s.precision, s.recall, s.empty)
+        (0.5, 0.25, 0.5)
+    """
+    total = sum(len(k) for k in kept)
+    hits = sum(len(set(k) & r) for k, r in zip(kept, relevant, strict=True))
+    recall = sum(len(set(k) & r) / len(r) for k, r in zip(kept, relevant, strict=True) if r) / max(len(kept), 1)
+    return ArmScores(
+        precision=hits / total if total else 0.0,
+        recall=recall,
+        mean_kept=total / max(len(kept), 1),
+        empty=sum(not k for k in kept) / max(len(kept), 1),
+    )
+
+
+def evaluate_rerank(
+    reranker: Any,
+    encoder: Any,
+    queries: Path,
+    qrels: Path,
+    corpus_file: Path,
+    out_dir: Path,
+    k: int = 5,
+    candidates: int = 20,
+    limit: int | None = None,
+    name: str = "reranker",
+    progress: bool = True,
+) -> RerankReport:
+    """Score the three arms on one judged set; write ``report.json`` under ``out_dir``.
+
+    Args:
+        reranker: a calibrated reranker (``relevancies(query, items)`` and ``threshold``).
+        encoder: the text encoder that retrieves the candidates.
+        queries: JSONL ``{"id", "text"}``.
+        qrels: TREC qrels (``qid 0 docid rel``).
+        corpus_file: JSONL ``{"id", "text"[, "corpus", "modality"]}``.
+        out_dir: where the report goes.
+        k: most items kept.
+        candidates: items retrieved per query before reranking.
+        limit: evaluate an evenly spread subset of this many queries.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ragmm.evaluation.retrieval import load_qrels
+
+    judged = load_qrels(qrels)
+    rows = [q for q in _read_jsonl(queries) if judged.get(q["id"])]
+    if limit and len(rows) > limit:
+        step = len(rows) / limit
+        rows = [rows[int(i * step)] for i in range(limit)]
+    docs = _read_jsonl(corpus_file)
+    items = [Item(corpus=d.get("corpus", "paragraph"), source=d["id"], text=d["text"], modality=d.get("modality", "text")) for d in docs]
+    doc_vecs = np.asarray(encoder.encode_document([d["text"] for d in docs]), dtype=np.float32)  # (N, D)
+    q_vecs = np.asarray(encoder.encode_query([q["text"] for q in rows]), dtype=np.float32)  # (Q, D)
+    sims = q_vecs @ doc_vecs.T  # (Q, N)
+
+    kept: dict[str, list[list[str]]] = {a: [] for a in ARMS}
+    abstain: dict[str, list[bool]] = {a: [] for a in ARMS}
+    relevant: list[set[str]] = []
+    seconds = 0.0
+    for qi, q in enumerate(tqdm(rows, desc=f"rerank ({name})", disable=not progress)):
+        rel = {d for d, r in judged[q["id"]].items() if r > 0}
+        relevant.append(rel)
+        order = np.argsort(-sims[qi])
+        top = [int(j) for j in order[:candidates]]
+        # The unanswerable variant: the same query, its relevant items taken out of the candidates.
+        unans = [int(j) for j in order if docs[int(j)]["id"] not in rel][:candidates]
+        for cand, answerable in ((top, True), (unans, False)):
+            hits = [Hit(items[j], float(sims[qi, j])) for j in cand]
+            t0 = time.perf_counter()
+            relevancy = reranker.relevancies(Query(q["text"]), [h.item for h in hits])
+            seconds += time.perf_counter() - t0
+            chosen = {
+                "fixed top-k": hits[:k],
+                "reranked top-k": select(hits, relevancy, k, float("-inf")),
+                "adaptive up-to-k": select(hits, relevancy, k, reranker.threshold),
+            }
+            for arm, hs in chosen.items():
+                ids = [h.item.source for h in hs]
+                if answerable:
+                    kept[arm].append(ids)
+                else:
+                    abstain[arm].append(not ids)
+    report = RerankReport(dataset=str(queries.parent), reranker=name, k=k, candidates=candidates, threshold=float(reranker.threshold), n_queries=len(rows))
+    for arm in ARMS:
+        scores = score_arm(kept[arm], relevant)
+        scores.abstain_unanswerable = sum(abstain[arm]) / max(len(abstain[arm]), 1)
+        report.arms[arm] = scores
+    report.ms_rerank_per_query = 1000 * seconds / max(2 * len(rows), 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return report
