@@ -10,7 +10,7 @@ DEMO_Q2 ?= When can visitors come to the apiary?
 # Asked about an image that is not in the corpus: similar images and passages about what it shows.
 DEMO_IMAGE ?= examples/queries/bee.png
 
-.PHONY: install demo test test-fast bench clean image-data train-images eval-images
+.PHONY: install demo test test-fast bench clean image-data train-images eval-images video-data
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -54,6 +54,12 @@ train-images: image-data
 
 eval-images: image-data
 	$(PY) -m ragmm.training.data.tuxpaint --out data/tuxpaint --train data/clipart/train.jsonl --evaluate eval/tuxpaint
+
+# The video benchmark (Debian packages installed when missing): 40 generated videos, then every
+# scoring strategy evaluated on the test split (eval/videobench/report.json, strategies.png).
+video-data: install
+	$(PY) -m ragmm.training.data.videobench build --out data/videobench --videos 40
+	$(PY) -m ragmm.training.data.videobench eval --data data/videobench --out eval/videobench
 
 clean:
 	rm -rf .ragmm build *.egg-info
