@@ -131,6 +131,25 @@ def evidence_messages(
     return [Message("system", [TextPart(system_prompt)]), Message("user", parts)]
 
 
+def limit_media(message: Message, max_images: int) -> Message:
+    """``message`` with at most ``max_images`` images, clip frames counted one by one: the
+    query image first, then evidence media in order (best-ranked first). Text is kept."""
+    budget = max_images - sum(1 for p in message.parts if isinstance(p, ImagePart) and p.n == 0)
+    kept: list[Part] = []
+    for part in message.parts:
+        if isinstance(part, ImagePart) and part.n > 0:
+            if budget < 1:
+                continue
+            budget -= 1
+        elif isinstance(part, ClipPart):
+            if budget < 1:
+                continue
+            part = ClipPart(part.path, part.t_start, part.t_end, part.frame_times[:budget], part.transcript, part.n)
+            budget -= len(part.frame_times)
+        kept.append(part)
+    return Message(message.role, kept)
+
+
 def _media_parts(n: int, hit: Hit, max_frames: int) -> list[Part]:
     item = hit.item
     path = item.metadata.get("path")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.errors import ConfigError, ModelNotFoundError
 from ragmm.generation.base import collect, finish_answer, stream_generate
-from ragmm.generation.messages import DEFAULT_IMAGE_SIDE, ClipPart, ImagePart, Message, TextPart, evidence_messages, to_hf_chat
+from ragmm.generation.messages import DEFAULT_IMAGE_SIDE, Message, evidence_messages, limit_media, to_hf_chat
 from ragmm.generation.prompt import DEFAULT_EVIDENCE_CHARS, NO_EVIDENCE_ANSWER
 from ragmm.types import Answer, Hit, Query
 
@@ -157,22 +157,7 @@ class VisionLanguageGenerator:
         messages = evidence_messages(
             query, evidence, system_prompt=c.system_prompt, instruction=ANSWER_INSTRUCTION, max_chars=c.max_evidence_chars, media=True, max_clip_frames=c.max_clip_frames
         )
-        budget = c.max_images - (1 if query.image is not None else 0)  # the question's own image comes first
-        kept: list[TextPart | ImagePart | ClipPart] = []
-        for part in messages[1].parts:
-            if isinstance(part, ImagePart) and part.n > 0:
-                if budget < 1:
-                    continue
-                budget -= 1
-            elif isinstance(part, ClipPart):
-                if budget < 1:
-                    continue
-                frames = part.frame_times[:budget]
-                budget -= len(frames)
-                part = ClipPart(part.path, part.t_start, part.t_end, frames, part.transcript, part.n)
-            kept.append(part)
-        messages[1].parts = kept
-        return messages
+        return [messages[0], limit_media(messages[1], c.max_images)]
 
     def prompt_inputs(self, query: Query, evidence: Sequence[Hit]) -> tuple[Any, int]:
         """The processor's model inputs (``input_ids`` (1, T), ``pixel_values``...) on the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,39 @@ def test_smollm2_answers_and_cites_the_right_evidence(smollm2: CausalLMGenerator
     assert_citations_point_into(answer, evidence)
     assert answer.generator == "smollm2"
     assert answer.timings["generate"] > 0
+
+
+def test_stream_yields_tokens_then_the_same_answer_as_generate(echo_model: Path) -> None:
+    gen = CausalLMGenerator(str(echo_model), max_new_tokens=4, device="cpu")
+    evidence = hits(LIGHTHOUSE, BREAD)
+    pieces = list(gen.stream(Query("bread ?"), evidence))
+    answer = pieces[-1]
+    assert isinstance(answer, Answer) and all(isinstance(p, str) for p in pieces[:-1])
+    assert "".join(pieces[:-1]).split() == ["[2]"] * 4
+    assert answer.text == gen.generate(Query("bread ?"), evidence).text
+    # A consumer that stops early (a client gone) ends generation: the next answer still works.
+    early = gen.stream(Query("bread ?"), evidence)
+    next(early)
+    early.close()
+    assert gen.generate(Query("bread ?"), evidence).text == answer.text
+
+
+@pytest.mark.slow
+def test_packaged_gguf_is_converted_once_and_answers_the_same(smollm2: CausalLMGenerator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached fp32 folder holds exactly the dequantised GGUF weights: greedy answers are
+    the same as reading the GGUF itself, and a second load does not convert again."""
+    from ragmm.generation.causal_lm import CONVERTED_MANIFEST, converted_gguf
+
+    monkeypatch.setenv("RAGMM_CACHE", str(tmp_path / "cache"))
+    gguf = Path(smollm2.model_id) / smollm2.gguf_file
+    out = converted_gguf(gguf)
+    assert out.parent == tmp_path / "cache" / "models" and (out / "model.safetensors").is_file()
+    manifest = json.loads((out / CONVERTED_MANIFEST).read_text())
+    assert manifest["gguf"] == str(gguf.resolve()) and len(manifest["sha256"]) == 64
+    stamp = (out / CONVERTED_MANIFEST).stat().st_mtime_ns
+    assert converted_gguf(gguf) == out and (out / CONVERTED_MANIFEST).stat().st_mtime_ns == stamp
+    evidence = hits("A lighthouse is a tower with a bright lamp. It warns ships of dangerous rocks.")
+    direct = CausalLMGenerator(max_new_tokens=20, convert_gguf=False)
+    cached = CausalLMGenerator(max_new_tokens=20)
+    question = Query("What does a lighthouse warn ships of?")
+    assert cached.generate(question, evidence).text == direct.generate(question, evidence).text

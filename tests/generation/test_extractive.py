@@ -98,3 +98,17 @@ def test_built_from_config_through_the_registry() -> None:
     assert (gen.max_sentences, gen.min_overlap) == (1, 0.5)
     with pytest.raises(ValueError, match="max_sentence"):
         cls.Config.model_validate({"max_sentence": 2})
+
+
+def test_stream_yields_the_quoted_sentences_then_the_answer() -> None:
+    from ragmm.types import Answer
+
+    evidence = [
+        Hit(Item("paragraph", "sea.md", "Lighthouses warn ships of rocks. They are tall."), 0.8),
+        Hit(Item("paragraph", "lens.md", "Fresnel designed a lens for lighthouses. It has prisms."), 0.7),
+    ]
+    pieces = list(ExtractiveGenerator().stream(Query("What do lighthouses warn, and who designed the lens?"), evidence))
+    answer = pieces[-1]
+    assert isinstance(answer, Answer) and len(pieces) >= 3
+    assert "".join(pieces[:-1]) == answer.text
+    assert answer.text == ExtractiveGenerator().generate(Query("What do lighthouses warn, and who designed the lens?"), evidence).text
