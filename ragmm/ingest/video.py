@@ -132,9 +132,11 @@ class VideoReader:
         asr_threads: int = Field(0, ge=0, description="CPU threads for Whisper (0: all cores)")
         asr_chunk_seconds: float = Field(120.0, ge=10, description="audio is transcribed in chunks of about this length")
         max_video_rows: int = Field(256, ge=8, description="rows of a whole-video point; longer videos pool each clip's rows per modality")
+        buffer: int = Field(32, ge=1, description="clips gathered across videos before one encode call (a long video is encoded alone)")
 
     def __init__(self, config: VideoReader.Config | None = None, encoders: Mapping[str, Encoder] | None = None, settings: Any = None) -> None:
         self.config = config or VideoReader.Config()
+        self.buffer = self.config.buffer
         self.encoders = encoders if encoders is not None else {}
         ocr_on = self.config.ocr and (settings is None or getattr(settings, "ocr", True))
         from ragmm.ingest.images import OCR

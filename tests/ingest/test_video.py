@@ -151,13 +151,23 @@ def test_clips_cut_at_pauses():
     assert cut_clips(parsed, VideoReader.Config(clip_seconds=15)) == [(0.0, 20.0)]
 
 
-def test_no_audio_track_is_indexed_by_frames_and_text(tmp_path, caplog, text_encoder):
+class HashEncoder:
+    """A fast text encoder stand-in: a unit vector seeded by the text."""
+
+    name, dim, modality = "hash-test-encoder", 8, "text"
+
+    def encode_document(self, texts):
+        vecs = np.stack([np.random.default_rng(sum(map(ord, t))).normal(size=self.dim) for t in texts]).astype(np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_no_audio_track_is_indexed_by_frames_and_text(tmp_path, caplog):
     path = make_video(tmp_path / "silent_film.mp4", [Scene(3.0, "navy"), Scene(3.0, "maroon")], audio=False)
     with caplog.at_level(logging.WARNING):
-        parsed = quiet_reader({"text": text_encoder}).read(source(path))
+        parsed = quiet_reader().read(source(path))
     assert not parsed.has_audio and parsed.segments == [] and len(parsed.frames) == 2
     assert "no audio track" in caplog.text and "silent_film.mp4" in caplog.text
-    (encoded,) = quiet_reader({"text": text_encoder}).encode([parsed])
+    (encoded,) = quiet_reader({"text": HashEncoder()}).encode([parsed])
     assert encoded.points[CLIP][0].payload["metadata"]["rows"] == [METADATA]  # file name words; no frame encoder given
     assert encoded.points[CLIP][0].payload["metadata"]["audio"] is False
 
@@ -215,3 +225,38 @@ def test_missing_whisper_package_names_the_pip_command(monkeypatch):
         model_files("ghost")
     with pytest.raises(Exception, match="packaged ones"):
         model_files("huge")
+
+
+def test_reader_and_retriever_fit_their_protocols(tmp_path):
+    from ragmm.protocols import Reader, Retriever
+    from ragmm.retrievers.video import VideoRetriever
+    from ragmm.stores.edge import EdgeStore
+
+    reader = quiet_reader({"text": HashEncoder()})
+    assert isinstance(reader, Reader) and reader.streams and ".mkv" in reader.suffixes
+    specs = {s.name: s for s in reader.collections()}
+    assert set(specs) == {CLIP, VIDEO}
+    assert specs[CLIP].vectors[ROWS].multivector and not specs[CLIP].vectors[POOLED].multivector
+    assert specs[CLIP].encoder == "hash-test-encoder" and specs[CLIP].modality == "video"
+    store = EdgeStore(tmp_path / "s")
+    assert isinstance(VideoRetriever(None, store, {"text": HashEncoder()}), Retriever)
+    store.close()
+
+
+def test_long_video_rows_are_pooled_per_clip_and_modality():
+    from ragmm.ingest.video_points import _video_rows
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for _ in range(6):
+        tags = [SPEECH] * 5 + [FRAME] * 2 + [METADATA]
+        vecs = rng.normal(size=(len(tags), 4)).astype(np.float32)
+        vecs[-1] = 1.0  # the same metadata row in every clip
+        clips.append((vecs / np.linalg.norm(vecs, axis=1, keepdims=True), tags, [[0.0, 1.0]] * len(tags)))
+    rows, tags, _ = _video_rows(clips, limit=64)  # 6 * 7 distinct rows + 1 metadata row fit
+    assert len(rows) == 43 and tags.count(METADATA) == 1
+    rows, tags, spans = _video_rows(clips, limit=16)  # too many: one row per clip and modality
+    assert tags == [SPEECH, FRAME, METADATA] + [SPEECH, FRAME] * 5 and len(rows) == 13
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-5)
+    expected = clips[0][0][:5].mean(axis=0)
+    assert rows[0] == pytest.approx(expected / np.linalg.norm(expected), abs=1e-5)
