@@ -78,20 +78,21 @@ def chunk_texts(pipe: Any, files: list[Path], corpus_root: Path) -> list[str]:
     out: list[str] = []
     for f in files:
         parsed = read_source(f, source_key(f, corpus_root), 10**9)
-        out.extend(p.text for p in pipe.indexer.chunker.chunk(parsed).paragraphs)
+        out.extend(p.text for p in pipe.indexer.reader("text").chunker.chunk(parsed).paragraphs)
     return out
 
 
 @contextmanager
 def stage_timers(pipe: Any) -> Iterator[Timers]:
     """Timers around each stage of ``Pipeline.index`` (a few microseconds per call)."""
-    import ragmm.ingest.indexer as indexer_mod
+    import ragmm.ingest.text as text_mod
 
     timers = Timers()
     ix, store, enc = pipe.indexer, pipe.store, pipe.encoder("text")
+    chunker = ix.reader("text").chunker
     patched = [
-        (indexer_mod, "read_source", timers.wrap("read", indexer_mod.read_source)),
-        (ix.chunker, "chunk", timers.wrap("chunk", ix.chunker.chunk)),
+        (text_mod, "parse_source", timers.wrap("read", text_mod.parse_source)),
+        (chunker, "chunk", timers.wrap("chunk", chunker.chunk)),
         (enc, "encode_document", timers.wrap("encode", enc.encode_document)),
         (store, "upsert", timers.wrap("upsert", store.upsert)),
         (store, "delete", timers.wrap("delete", store.delete)),
@@ -101,14 +102,14 @@ def stage_timers(pipe: Any) -> Iterator[Timers]:
         (ix.ledger, "get", timers.wrap("ledger_get", ix.ledger.get)),
         (ix.ledger, "mark_complete", timers.wrap("ledger_mark", ix.ledger.mark_complete)),
     ]
-    original_read = indexer_mod.read_source
+    original_read = text_mod.parse_source
     for obj, name, fn in patched:
         setattr(obj, name, fn)
     try:
         yield timers
     finally:
         for obj, name, _ in patched:
-            if obj is indexer_mod:
+            if obj is text_mod:
                 setattr(obj, name, original_read)
             else:
                 delattr(obj, name)  # back to the class attribute
@@ -120,7 +121,7 @@ def profile_run(cfg: Path, corpus: Path, warm_texts: list[str], top: int = 30) -
 
     pipe = Pipeline.from_config(cfg)
     pipe.encoder("text").encode_document(warm_texts)  # load and warm outside the profile
-    pipe.indexer.chunker  # noqa: B018
+    pipe.indexer.reader("text").chunker  # noqa: B018
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()

@@ -44,13 +44,13 @@ def retrieval(
     if view is not None:
         if view not in ("image", "text"):
             raise ConfigError(f"--view must be 'image' or 'text', got {view!r}")
-        overrides["image_retriever"] = {"type": "image", "views": [view]}
+        overrides["retrievers"] = {"image": {"type": "image", "views": [view]}}
     pipe = Pipeline.from_config(config, **overrides)
     try:
         spec = pipe.store.get_spec(corpus) if corpus else None
         if corpus and spec is None:
             raise ConfigError(f"no corpus {corpus!r} in the store; `ragmm corpora` lists them")
-        image_corpus = spec is not None and spec.modality == "image"
+        image_corpus = spec is not None and spec.modality == "image"  # two views: label the plot with the one searched
         # A corpus file of {"id", "image"} rows is encoded by the image encoder (its documents are images).
         image_file = False
         if corpus_file is not None:
@@ -66,7 +66,8 @@ def retrieval(
             out_dir=out,
             depth=depth,
             progress=not quiet,
-            retriever=pipe.image_retriever if image_corpus else None,
+            retriever=pipe.retriever(spec.modality) if spec is not None else None,
+            embeddings=pipe.embeddings,
             vector=(view or "image") if image_corpus else "dense",
             label=f"{corpus} ({view or 'image+text'} view)" if image_corpus else None,
         )

@@ -26,8 +26,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ragmm.agent import AgentSettings
 from ragmm.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "ragmm.toml"
@@ -61,9 +62,7 @@ class IndexSettings(BaseModel):
     document_max_tokens: int = Field(4096, gt=0, description="a longer document is stored as several sections in the document corpus")
     batch_size: int = Field(64, gt=0, description="chunks encoded and written per batch")
     max_file_mb: float = Field(50.0, gt=0, description="larger files are skipped with a reason")
-    extensions: list[str] = Field(
-        default_factory=lambda: [".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf", ".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
-    )
+    extensions: list[str] | None = Field(None, description="file types to index (None: every type a configured reader takes)")
     ocr: bool = Field(True, description="read text in images with rapidocr (about 1 s per image on 2 CPU cores)")
     ocr_min_score: float = Field(0.7, ge=0, le=1, description="OCR lines recognised with lower confidence are dropped")
     image_max_side: int = Field(1024, ge=64, description="images are decoded straight to at most this many pixels a side (for OCR and the encoder)")
@@ -83,12 +82,22 @@ class RetrieveSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(5, gt=0, description="evidence items returned (and given to the generator)")
-    corpora: list[str] = Field(default_factory=lambda: ["paragraph", "document", "image"])
+    corpora: list[str] | None = Field(None, description="corpora searched (None: every corpus in the store)")
     candidates: int = Field(20, gt=0, description="hits fetched per corpus before merging and reranking")
     hnsw_ef: int | None = Field(None, gt=0, description="HNSW search breadth; None lets the store choose")
 
 
+# A modality is a reader, an encoder and a retriever, each named by type in its own section
+# (``[readers.video]``, ``[encoders.video]``, ``[retrievers.video]``); the sections given are
+# merged over these defaults, and ``type = "none"`` removes one.
 DEFAULT_ENCODERS = {"text": ComponentSpec(type="sentence-transformers"), "image": ComponentSpec(type="ragmm-clipart")}
+DEFAULT_READERS = {"text": ComponentSpec(type="text"), "image": ComponentSpec(type="image")}
+DEFAULT_RETRIEVERS = {"text": ComponentSpec(type="dense"), "image": ComponentSpec(type="image")}
+
+
+def _merged(defaults: dict[str, ComponentSpec], given: dict[str, ComponentSpec]) -> dict[str, ComponentSpec]:
+    merged = {**defaults, **given}
+    return {m: spec for m, spec in merged.items() if spec.type != "none"}
 
 
 class Config(BaseModel):
@@ -101,20 +110,52 @@ class Config(BaseModel):
         default_factory=lambda: dict(DEFAULT_ENCODERS),
         description='one per modality; sections given are merged over the defaults, type = "none" removes one',
     )
+    readers: dict[str, ComponentSpec] = Field(default_factory=lambda: dict(DEFAULT_READERS), description="one per modality: files -> items")
+    retrievers: dict[str, ComponentSpec] = Field(default_factory=lambda: dict(DEFAULT_RETRIEVERS), description="one per modality: searches its corpora")
     index: IndexSettings = Field(default_factory=IndexSettings)
     retrieve: RetrieveSettings = Field(default_factory=RetrieveSettings)
-    retriever: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="dense"))
-    image_retriever: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="image"), description="searches the image corpus (image and text views)")
+    agent: AgentSettings = Field(default_factory=AgentSettings)
     router: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="all"))
     reranker: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="none"))
     generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="smollm2"))
     source: str | None = Field(None, exclude=True, description="the file this config came from")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_retriever_sections(cls, data: Any) -> Any:
+        """``[retriever]`` and ``[image_retriever]`` (ragmm 0.1) are ``[retrievers.text]`` and
+        ``[retrievers.image]``."""
+        if isinstance(data, dict) and ("retriever" in data or "image_retriever" in data):
+            data = dict(data)
+            retrievers = dict(data.get("retrievers") or {})
+            for old, modality in (("retriever", "text"), ("image_retriever", "image")):
+                if old in data:
+                    retrievers.setdefault(modality, data.pop(old))
+            data["retrievers"] = retrievers
+        return data
+
     @field_validator("encoders", mode="after")
     @classmethod
     def _merge_default_encoders(cls, v: dict[str, ComponentSpec]) -> dict[str, ComponentSpec]:
-        merged = {**DEFAULT_ENCODERS, **v}
-        return {m: spec for m, spec in merged.items() if spec.type != "none"}
+        return _merged(DEFAULT_ENCODERS, v)
+
+    @field_validator("readers", mode="after")
+    @classmethod
+    def _merge_default_readers(cls, v: dict[str, ComponentSpec]) -> dict[str, ComponentSpec]:
+        return _merged(DEFAULT_READERS, v)
+
+    @field_validator("retrievers", mode="after")
+    @classmethod
+    def _merge_default_retrievers(cls, v: dict[str, ComponentSpec]) -> dict[str, ComponentSpec]:
+        return _merged(DEFAULT_RETRIEVERS, v)
+
+    def sections(self) -> list[tuple[str, str, ComponentSpec]]:
+        """Every component section as ``(registry kind, section name, spec)``."""
+        out = [("store", "store", self.store)]
+        for kind, table in (("encoder", self.encoders), ("reader", self.readers), ("retriever", self.retrievers)):
+            out += [(kind, f"{kind}s.{m}", spec) for m, spec in table.items()]
+        out += [(kind, kind, getattr(self, kind)) for kind in ("router", "reranker", "generator")]
+        return out
 
     def component_config(self, kind: str, spec: ComponentSpec, where: str) -> BaseModel:
         """Validate ``spec`` against its implementation's ``Config`` model.
@@ -136,14 +177,8 @@ class Config(BaseModel):
 
     def validate_components(self) -> None:
         """Check every component section now, not when the component is first used."""
-        self.component_config("store", self.store, "store")
-        for modality, spec in self.encoders.items():
-            self.component_config("encoder", spec, f"encoders.{modality}")
-        self.component_config("retriever", self.retriever, "retriever")
-        self.component_config("retriever", self.image_retriever, "image_retriever")
-        self.component_config("router", self.router, "router")
-        self.component_config("reranker", self.reranker, "reranker")
-        self.component_config("generator", self.generator, "generator")
+        for kind, where, spec in self.sections():
+            self.component_config(kind, spec, where)
 
     def _where(self, section: str) -> str:
         return f"{self.source or 'config'} [{section}]"
@@ -155,10 +190,12 @@ class Config(BaseModel):
         def resolved(kind: str, spec: ComponentSpec, where: str) -> dict[str, Any]:
             return {"type": spec.type, **self.component_config(kind, spec, where).model_dump()}
 
-        for kind in ("store", "retriever", "router", "reranker", "generator"):
-            data[kind] = resolved(kind, getattr(self, kind), kind)
-        data["image_retriever"] = resolved("retriever", self.image_retriever, "image_retriever")
-        data["encoders"] = {m: resolved("encoder", spec, f"encoders.{m}") for m, spec in self.encoders.items()}
+        for kind, where, spec in self.sections():
+            table, _, name = where.partition(".")
+            if name:
+                data[table][name] = resolved(kind, spec, where)
+            else:
+                data[table] = resolved(kind, spec, where)
         return _dump_toml(data)
 
 

@@ -11,16 +11,24 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ragmm.agent import RetrievalLoop, llm_rewriter, rules_rewrite
 from ragmm.config import ComponentSpec, Config, load_config
+from ragmm.encoders.shared import Encoders, QueryEmbeddings
 from ragmm.ingest.ledger import LEDGER
+from ragmm.protocols import Encoder, Generator, Reader, Reranker, Retriever, Router, Store
 from ragmm.registry import registry
-from ragmm.types import Answer, CorpusInfo, Hit, IndexReport, Query
+from ragmm.types import Answer, CorpusInfo, Hit, IndexReport, Query, Step, Trace
+
+if TYPE_CHECKING:
+    from ragmm.ingest.indexer import Indexer
 
 NOTHING_INDEXED = "Nothing indexed yet: run `ragmm index PATH` first."
 
@@ -29,7 +37,9 @@ class Pipeline:
     """Multimodal RAG over the corpora of one store.
 
     Components are built from the config through the registry when first used, so creating
-    a pipeline is cheap and ``ragmm corpora`` never loads a model.
+    a pipeline is cheap and ``ragmm corpora`` never loads a model. A corpus is searched by the
+    retriever of its modality (``[retrievers.<modality>]``) and files are read by the reader
+    that claims their type (``[readers.<modality>]``): the pipeline names no modality.
 
     Args:
         config: a :class:`~ragmm.config.Config`; ``None`` loads ``./ragmm.toml`` when present,
@@ -39,6 +49,7 @@ class Pipeline:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else load_config()
         self._parts: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Pipeline:
@@ -48,69 +59,89 @@ class Pipeline:
 
     # -- components ---------------------------------------------------------------------
     def _build(self, kind: str, spec: ComponentSpec, where: str, **deps: Any) -> Any:
+        """``cls.from_config(config, **deps)``, passing only the dependencies it takes by name
+        (or all of them when it takes ``**kwargs``)."""
         cls = registry.get(kind, spec.type)
         cfg = self.config.component_config(kind, spec, where)
         factory = getattr(cls, "from_config", None)
-        return factory(cfg, **deps) if factory is not None else cls(**deps)
+        if factory is None:
+            return cls()
+        params = inspect.signature(factory).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            deps = {name: value for name, value in deps.items() if name in params}
+        return factory(cfg, **deps)
 
     def _part(self, name: str, make: Any) -> Any:
-        if name not in self._parts:
-            self._parts[name] = make()
-        return self._parts[name]
+        part = self._parts.get(name)
+        if part is None:
+            with self._lock:  # two threads asking at once build a part once
+                if name not in self._parts:
+                    self._parts[name] = make()
+                part = self._parts[name]
+        return part
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self._part("store", lambda: self._build("store", self.config.store, "store"))
 
-    def encoder(self, modality: str = "text") -> Any:
-        spec = self.config.encoders.get(modality)
+    @property
+    def encoders(self) -> Encoders:
+        """The configured encoders by modality, each built when first asked for."""
+
+        def make() -> Encoders:
+            factories = {m: (lambda m=m, spec=spec: self._build("encoder", spec, f"encoders.{m}")) for m, spec in self.config.encoders.items()}
+            return Encoders(factories, self.config.source or "config")
+
+        return self._part("encoders", make)
+
+    def encoder(self, modality: str) -> Encoder:
+        """The encoder of ``modality`` (``[encoders.<modality>]``)."""
+        return self.encoders[modality]
+
+    @property
+    def embeddings(self) -> QueryEmbeddings:
+        """Query embeddings shared by every retriever and the router."""
+        return self._part("embeddings", QueryEmbeddings)
+
+    def _deps(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "encoders": self.encoders,
+            "embeddings": self.embeddings,
+            "hnsw_ef": self.config.retrieve.hnsw_ef,
+            "settings": self.config.index,
+            "generator_factory": lambda: self.generator,
+        }
+
+    def retriever(self, modality: str) -> Retriever | None:
+        """The retriever of ``modality``'s corpora, or ``None`` when none is configured."""
+        spec = self.config.retrievers.get(modality)
         if spec is None:
-            from ragmm.errors import ConfigError
-
-            raise ConfigError(f"{self.config.source or 'config'}: no [encoders.{modality}] section; add one to index or search {modality}")
-        return self._part(f"encoder.{modality}", lambda: self._build("encoder", spec, f"encoders.{modality}"))
+            return None
+        return self._part(f"retriever.{modality}", lambda: self._build("retriever", spec, f"retrievers.{modality}", **self._deps()))
 
     @property
-    def retriever(self) -> Any:
-        return self._part(
-            "retriever",
-            lambda: self._build(
-                "retriever", self.config.retriever, "retriever", store=self.store, encoder=self.encoder("text"), hnsw_ef=self.config.retrieve.hnsw_ef
-            ),
-        )
+    def readers(self) -> list[Reader]:
+        """One reader per configured modality, in config order."""
+        return self._part("readers", lambda: [self._build("reader", spec, f"readers.{m}", **self._deps()) for m, spec in self.config.readers.items()])
 
     @property
-    def image_retriever(self) -> Any:
-        """Searches the image corpus (needs ``[encoders.image]``)."""
-
-        def make() -> Any:
-            spec = self.config.image_retriever
-            cls = registry.get("retriever", spec.type)
-            cfg = self.config.component_config("retriever", spec, "image_retriever")
-            return cls(
-                self.store, self.encoder("text"), self.encoder("image"), text_query=self.retriever.embed, hnsw_ef=self.config.retrieve.hnsw_ef, **cfg.model_dump()
-            )
-
-        return self._part("image_retriever", make)
+    def router(self) -> Router:
+        return self._part("router", lambda: self._build("router", self.config.router, "router", **self._deps()))
 
     @property
-    def router(self) -> Any:
-        return self._part("router", lambda: self._build("router", self.config.router, "router"))
+    def reranker(self) -> Reranker:
+        return self._part("reranker", lambda: self._build("reranker", self.config.reranker, "reranker", **self._deps()))
 
     @property
-    def reranker(self) -> Any:
-        return self._part("reranker", lambda: self._build("reranker", self.config.reranker, "reranker"))
+    def generator(self) -> Generator:
+        return self._part("generator", lambda: self._build("generator", self.config.generator, "generator", **self._deps()))
 
     @property
-    def generator(self) -> Any:
-        return self._part("generator", lambda: self._build("generator", self.config.generator, "generator"))
-
-    @property
-    def indexer(self) -> Any:
+    def indexer(self) -> Indexer:
         from ragmm.ingest.indexer import Indexer
 
-        image = (lambda: self.encoder("image")) if "image" in self.config.encoders else None
-        return self._part("indexer", lambda: Indexer(self.store, self.encoder("text"), self.config.index, image_encoder=image))
+        return self._part("indexer", lambda: Indexer(self.store, self.readers, self.config.index))
 
     # -- operations ---------------------------------------------------------------------
     def index(self, paths: Iterable[str | os.PathLike[str]], corpus_root: str | os.PathLike[str] | None = None, progress: bool = True) -> IndexReport:
@@ -118,58 +149,81 @@ class Pipeline:
         return self.indexer.index(list(paths), corpus_root=corpus_root, progress=progress)
 
     def available_corpora(self) -> list[str]:
-        """Configured corpora that exist in the store. Listing opens nothing; an exact count
-        costs milliseconds at 100k points, so it is left to :meth:`ask`, and only when
-        nothing was found."""
-        existing = set(self.store.collections())
-        return [c for c in self.config.retrieve.corpora if c in existing]
+        """The corpora to search: ``[retrieve] corpora`` (default: all) that exist in the store.
+        Listing opens nothing; an exact count costs milliseconds at 100k points, so it is left
+        to :meth:`ask`, and only when nothing was found."""
+        existing = [c for c in sorted(self.store.collections()) if c != LEDGER]
+        wanted = self.config.retrieve.corpora
+        return existing if wanted is None else [c for c in wanted if c in existing]
 
     def retrieve(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None) -> list[Hit]:
-        """The best ``k`` hits over the corpora the router picks, best first.
+        """The relevant hits (at most ``k``) over the corpora the router picks, best first.
 
-        With ``image`` (or ``Query.image``) retrieval is by that image: image-to-image in the
-        image corpus, and image-to-text in text corpora when the image encoder shares the text
-        encoder's space (``ragmm-clipart`` does); other text corpora are then left out.
+        With ``image`` (or ``Query.image``) retrieval is by that image: each corpus's retriever
+        searches with the image's embedding where an encoder puts images into that corpus's
+        space (image to image, and image to text with ``ragmm-clipart``), and leaves the corpus
+        out otherwise.
         """
-        q = _query(query, k, corpora, image)
-        k = k or q.k or self.config.retrieve.k
+        return self.search(_query(query, k, corpora, image))[0]
+
+    @property
+    def loop(self) -> RetrievalLoop:
+        """Route -> search -> rerank, with fallback routes and a rewrite (``[agent]``)."""
+
+        def make() -> RetrievalLoop:
+            settings = self.config.agent
+            rewrite = {"off": None, "rules": rules_rewrite, "llm": llm_rewriter(lambda: self.generator)}[settings.rewrite]
+            return RetrievalLoop(self.router, self.reranker, self.retrieve_corpus, settings, rewrite)
+
+        return self._part("loop", make)
+
+    def search(self, q: Query, timings: dict[str, float] | None = None) -> tuple[list[Hit], Trace]:
+        """The evidence for ``q`` and the trace of the loop that found it."""
+        k = q.k or self.config.retrieve.k
         available = self.available_corpora()
         if not available:
-            return []
-        targets = self.router.route(q, available)
+            return [], Trace([Step("stop", q.text, note="the store holds no corpus")])
         per_corpus = max(k, self.config.retrieve.candidates)
-        # No BLAS call sits on this path (torch encodes, Qdrant searches natively), so nothing
-        # here competes with torch for the cores. Re-limiting OpenBLAS per query (threadpoolctl)
-        # measured 5 ms of p50 in bench/retrieve_latency.py, for nothing.
-        hits = [h for corpus in targets for h in self._retrieve_corpus(q, corpus, per_corpus)]
-        return self.reranker.rerank(q, hits, k)
+        return self.loop.run(q, available, k, per_corpus, timings)
 
-    def _retrieve_corpus(self, q: Query, corpus: str, n: int) -> list[Hit]:
+    def retrieve_corpus(self, q: Query, corpus: str, n: int) -> list[Hit]:
+        """Up to ``n`` hits of one corpus, by the retriever of its modality."""
         spec = self.store.get_spec(corpus)
-        if spec is None:
+        retriever = None if spec is None else self.retriever(spec.modality)
+        if retriever is None:
             return []
-        if spec.modality == "image":
-            return self.image_retriever.retrieve(q, corpus, n)
-        if q.image is None:
-            return self.retriever.retrieve(q, corpus, n)
-        if not self.image_retriever.shared_space:
-            return []  # this image encoder's space is not the text corpora's: nothing to compare
-        vec = self.image_retriever.query_vectors(q)["image"]
-        return self.retriever.retrieve(q, corpus, n, vector=vec)
+        return retriever.retrieve(q, corpus, n)
 
     def ask(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None) -> Answer:
         """Retrieve evidence and have the generator answer from it, citing ``[n]``."""
+        answer = None
+        for piece in self.ask_stream(query, k, corpora, image):
+            if isinstance(piece, Answer):
+                answer = piece
+        assert answer is not None
+        return answer
+
+    def ask_stream(
+        self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None
+    ) -> Iterator[str | Answer]:
+        """:meth:`ask`, streamed: the answer's text in pieces as the generator writes it, then
+        the finished :class:`~ragmm.types.Answer` (with citations, evidence and timings)."""
         q = _query(query, k, corpora, image)
         t0 = time.perf_counter()
-        hits = self.retrieve(q, k)
+        timings: dict[str, float] = {}
+        hits, trace = self.search(q, timings)
         if not hits and not any(self.store.count(c) for c in self.available_corpora()):
-            return Answer(text=NOTHING_INDEXED, timings={"total": time.perf_counter() - t0})
+            yield NOTHING_INDEXED
+            yield Answer(text=NOTHING_INDEXED, timings={"total": time.perf_counter() - t0}, trace=trace)
+            return
         t1 = time.perf_counter()
-        answer = self.generator.generate(q, hits)
-        t2 = time.perf_counter()
-        answer.evidence = list(hits)
-        answer.timings = {**answer.timings, "retrieve": t1 - t0, "generate": t2 - t1, "total": t2 - t0}
-        return answer
+        for piece in self.generator.stream(q, hits):
+            if isinstance(piece, Answer):
+                t2 = time.perf_counter()
+                piece.evidence = list(hits)
+                piece.trace = trace
+                piece.timings = {**piece.timings, **timings, "generate": t2 - t1, "total": t2 - t0}
+            yield piece
 
     def remove(self, path: str | os.PathLike[str], corpus_root: str | os.PathLike[str] | None = None) -> list[str]:
         """Drop every item of a source (or of every source under a folder)."""
@@ -213,11 +267,9 @@ def _query(query: str | Query, k: int | None, corpora: Sequence[str] | None, ima
     import dataclasses
 
     q = query if isinstance(query, Query) else Query(text=query)
-    changes: dict[str, Any] = {}
-    if k is not None:
-        changes["k"] = k
-    if corpora:
-        changes["corpora"] = tuple(corpora)
-    if image is not None:
-        changes["image"] = str(image)
-    return dataclasses.replace(q, **changes) if changes else q
+    return dataclasses.replace(
+        q,
+        k=q.k if k is None else k,
+        corpora=tuple(corpora) if corpora else q.corpora,
+        image=q.image if image is None else str(image),
+    )

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 
 Distance = Literal["cosine", "dot", "euclid"]
 
+# Conventional vector names: every corpus has a pooled ``dense`` vector (searched with HNSW,
+# and the prefetch of a two-stage query); a late-interaction corpus adds the ``tokens``
+# multivector that MaxSim rescores.
+DENSE = "dense"
+TOKENS = "tokens"
+
 
 @dataclass(frozen=True, slots=True)
 class VectorSpec:
@@ -242,6 +248,7 @@ class Reader(Protocol):
     modality: str
     suffixes: frozenset[str]
     streams: bool
+    buffer: int  # items gathered (across sources) before one ``encode`` call
 
     def collections(self) -> list[CollectionSpec]:
         """Specs of the corpora this reader writes (checked against the store once per run)."""
@@ -309,3 +316,26 @@ class Generator(Protocol):
     def stream(self, query: Query, evidence: Sequence[Hit]) -> Iterator[str | Answer]:
         """Yield the answer's text as it is produced, then the finished :class:`Answer`
         (the same one :meth:`generate` returns) as the last item."""
+
+
+def protocol_of(kind: str) -> type:
+    """The protocol implementations of a registry ``kind`` must satisfy."""
+    return {
+        "store": Store,
+        "encoder": Encoder,
+        "reader": Reader,
+        "retriever": Retriever,
+        "router": Router,
+        "reranker": Reranker,
+        "generator": Generator,
+    }[kind]
+
+
+def missing_methods(kind: str, cls: type) -> list[str]:
+    """The methods of ``kind``'s protocol that ``cls`` lacks (attributes set in ``__init__``
+    cannot be seen on a class and are not checked here)."""
+    import inspect
+
+    protocol = protocol_of(kind)
+    wanted = [name for name, member in vars(protocol).items() if inspect.isfunction(member) and not name.startswith("_")]
+    return [name for name in wanted if not callable(getattr(cls, name, None))]

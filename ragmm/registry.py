@@ -20,7 +20,7 @@ from typing import Any
 
 from ragmm.errors import ConfigError
 
-KINDS = ("store", "encoder", "retriever", "router", "reranker", "generator")
+KINDS = ("store", "encoder", "reader", "retriever", "router", "reranker", "generator")
 
 
 class Registry:
@@ -44,6 +44,8 @@ class Registry:
         def add(obj: str | type) -> str | type:
             if name in self._entries[kind]:
                 raise ValueError(f"{kind} {name!r} is already registered ({self._entries[kind][name]!r})")
+            if not isinstance(obj, str):
+                self.check(kind, name, obj)
             self._entries[kind][name] = obj
             return obj
 
@@ -69,8 +71,25 @@ class Registry:
         if isinstance(target, str):
             module, _, attr = target.partition(":")
             target = getattr(importlib.import_module(module), attr)
+            self.check(kind, name, target)
             entries[name] = target
         return target
+
+    @staticmethod
+    def check(kind: str, name: str, cls: type) -> None:
+        """Refuse an implementation that lacks a method of its kind's protocol.
+
+        Raises:
+            ConfigError: naming the implementation, the missing methods and the protocol.
+        """
+        from ragmm.protocols import missing_methods, protocol_of
+
+        missing = missing_methods(kind, cls)
+        if missing:
+            raise ConfigError(
+                f"{kind} {name!r} ({cls.__module__}.{cls.__qualname__}) does not implement {', '.join(f'{m}()' for m in missing)} "
+                f"of ragmm.protocols.{protocol_of(kind).__name__}; add them, or register another {kind}"
+            )
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
@@ -94,8 +113,12 @@ registry.register("encoder", "ragmm-clipart", "ragmm.encoders.image_text:ImageTe
 registry.register("encoder", "ragmm-lite0", "ragmm.encoders.image_text:Lite0ImageTextEncoder")
 registry.register("encoder", "hf-clip", "ragmm.encoders.hf_clip:HFClipEncoder")
 registry.register("encoder", "late-interaction", "ragmm.encoders.late_interaction:LateInteractionEncoder")
+registry.register("reader", "text", "ragmm.ingest.text:TextReader")
+registry.register("reader", "image", "ragmm.ingest.image_reader:ImageReader")
+registry.register("reader", "video", "ragmm.ingest.video:VideoReader")
 registry.register("retriever", "dense", "ragmm.retrievers.dense:DenseRetriever")
 registry.register("retriever", "image", "ragmm.retrievers.image:ImageCorpusRetriever")
+registry.register("retriever", "video", "ragmm.retrievers.video:VideoRetriever")
 registry.register("router", "all", "ragmm.routing:AllCorporaRouter")
 registry.register("router", "trained", "ragmm.routing.trained:TrainedRouter")
 registry.register("router", "llm", "ragmm.routing.llm:LLMRouter")

@@ -182,14 +182,78 @@ class Citation:
 
 
 @dataclass(slots=True)
+class Candidate:
+    """One hit as a search step saw it: its retrieval score, its relevancy after reranking
+    (``None`` when the reranker dropped it unscored), and whether it was kept."""
+
+    corpus: str
+    source: str
+    locator: str
+    retrieval: float
+    relevancy: float | None
+    kept: bool
+
+
+@dataclass(slots=True)
+class Step:
+    """One step of the retrieval loop.
+
+    ``kind`` is ``route`` (the router's choice, ``routes`` as ``(corpus, probability)``),
+    ``search`` (``corpora`` searched with ``query``, every candidate with its scores),
+    ``rewrite`` (the query tried next) or ``stop`` (why the loop ended).
+    """
+
+    kind: str
+    query: str
+    routes: list[tuple[str, float]] = field(default_factory=list)
+    corpora: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Trace:
+    """What the pipeline did for one question (``ragmm ask --explain``)."""
+
+    steps: list[Step] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [s.to_dict() for s in self.steps]}
+
+    def lines(self) -> list[str]:
+        """A human-readable account, one line per fact."""
+        out = []
+        for n, step in enumerate(self.steps, 1):
+            if step.kind == "route":
+                routes = ", ".join(f"{c} {p:.2f}" for c, p in step.routes) or "none (no retrieval needed)"
+                out.append(f"{n}. route: {routes}{f'  ({step.note})' if step.note else ''}")
+            elif step.kind == "search":
+                kept = sum(c.kept for c in step.candidates)
+                out.append(f"{n}. search {', '.join(step.corpora) or '(nothing)'} for {step.query!r}: {len(step.candidates)} candidates, {kept} kept")
+                for c in step.candidates:
+                    rel = "  -  " if c.relevancy is None else f"{c.relevancy:.3f}"
+                    out.append(f"     {'+' if c.kept else ' '} retrieval {c.retrieval:.3f}  relevancy {rel}  {c.corpus}: {c.source} ({c.locator})")
+            elif step.kind == "rewrite":
+                out.append(f"{n}. rewrite: {step.query!r}{f'  ({step.note})' if step.note else ''}")
+            else:
+                out.append(f"{n}. stop: {step.note}")
+        return out
+
+
+@dataclass(slots=True)
 class Answer:
-    """A generated answer, the evidence it cites, and how long each stage took (seconds)."""
+    """A generated answer, the evidence it cites, how long each stage took (seconds), and the
+    trace of the retrieval loop that found the evidence."""
 
     text: str
     citations: list[Citation] = field(default_factory=list)
     evidence: list[Hit] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     generator: str = ""
+    trace: Trace | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,6 +262,7 @@ class Answer:
             "evidence": [h.to_dict() for h in self.evidence],
             "timings": self.timings,
             "generator": self.generator,
+            "trace": self.trace.to_dict() if self.trace is not None else None,
         }
 
 

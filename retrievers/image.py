@@ -15,13 +15,13 @@ query or says it; ``mean`` and weighted variants are available). An image query 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragmm.encoders.shared import Encoders, QueryEmbeddings
 from ragmm.errors import EncoderMismatchError
-from ragmm.protocols import CollectionSpec, Encoder, Store, Where
+from ragmm.protocols import CollectionSpec, Encoder, SearchRequest, Store, Where
 from ragmm.types import Hit, Item, Query
 
 if TYPE_CHECKING:
@@ -39,8 +39,7 @@ class ImageCorpusRetriever:
         text_encoder: the encoder of the ``text`` vectors (ragmm's text encoder).
         image_encoder: the encoder of the ``image`` vectors; ``text_space`` (when set) names a
             text encoder whose vectors live in its space, so a query is encoded only once.
-        text_query: how the text encoder embeds a query (the text retriever's memoised
-            ``embed``, so text and image corpora share one encode).
+        embeddings: the pipeline's shared memo of query embeddings.
         fusion: ``max`` or ``mean`` of the two views' cosine scores.
         text_weight: weight of the text view in the fusion (1 = as much as the image view).
         views: the views a text query searches (both by default; one for ablations).
@@ -61,59 +60,47 @@ class ImageCorpusRetriever:
         store: Store,
         text_encoder: Encoder,
         image_encoder: Encoder,
-        text_query: Any = None,
+        embeddings: QueryEmbeddings | None = None,
         fusion: str = "max",
         text_weight: float = 1.0,
         views: tuple[str, ...] | list[str] = (IMAGE_VECTOR, TEXT_VECTOR),
         hnsw_ef: int | None = None,
-        cache_size: int = 64,
     ) -> None:
         self.store = store
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
+        self.embeddings = embeddings or QueryEmbeddings()
         self.fusion = fusion
         self.text_weight = text_weight
         self.views = tuple(views)
         self.hnsw_ef = hnsw_ef
-        self._text_query = text_query or (lambda text: text_encoder.encode_query([text])[0])
-        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+
+    @classmethod
+    def from_config(cls, config: Config, *, store: Store, encoders: Encoders, embeddings: QueryEmbeddings, hnsw_ef: int | None = None, **_: Any) -> ImageCorpusRetriever:
+        return cls(store, encoders["text"], encoders["image"], embeddings, hnsw_ef=hnsw_ef, **config.model_dump())
 
     @property
     def shared_space(self) -> bool:
         """Whether the image encoder's text embeddings are the text encoder's own."""
         return getattr(self.image_encoder, "text_space", None) == self.text_encoder.name
 
-    def _memo(self, key: tuple[str, str], make: Any) -> np.ndarray:
-        vec = self._cache.get(key)
-        if vec is None:
-            vec = make()
-            self._cache[key] = vec
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return vec
-
     def query_vectors(self, query: Query) -> dict[str, np.ndarray]:
         """The vector to search each view with: ``{view: (D,) array}``."""
         if query.image is not None:
-            return {IMAGE_VECTOR: self._memo(("image", query.image), lambda: self.image_encoder.encode_document([query.image])[0])}
+            return {IMAGE_VECTOR: self.embeddings.image(self.image_encoder, query.image)}
         views: dict[str, np.ndarray] = {}
-        if TEXT_VECTOR in self.views or self.shared_space:
-            text_vec = self._memo(("query", query.text), lambda: self._text_query(query.text))
         if IMAGE_VECTOR in self.views:
-            if self.shared_space:
-                views[IMAGE_VECTOR] = text_vec
-            else:
-                views[IMAGE_VECTOR] = self._memo(("text", query.text), lambda: self.image_encoder.encode_query([query.text])[0])
+            # A tower trained into the text encoder's space reads queries with that encoder.
+            encoder = self.text_encoder if self.shared_space else self.image_encoder
+            views[IMAGE_VECTOR] = self.embeddings.text(encoder, query.text)
         if TEXT_VECTOR in self.views:
-            views[TEXT_VECTOR] = text_vec
-        return views
+            views[TEXT_VECTOR] = self.embeddings.text(self.text_encoder, query.text)
+        if getattr(self.text_encoder, "multivector", False):
+            from ragmm.scores import mean_pool
 
-    def prime(self, texts: list[str], vectors: Any) -> None:
-        """Fill the cache with the text encoder's query embeddings computed in bulk (evaluation)."""
-        self._cache_size = max(self._cache_size, len(texts))
-        for text, vec in zip(texts, vectors, strict=True):
-            self._cache[("query", text)] = vec
+            # An image's text view is one pooled vector, whatever the text encoder.
+            views = {view: mean_pool(vec) if vec.ndim == 2 else vec for view, vec in views.items()}
+        return views
 
     def check(self, spec: CollectionSpec) -> None:
         """Refuse a collection built with other encoders than the configured ones."""
@@ -138,8 +125,9 @@ class ImageCorpusRetriever:
         views = self.query_vectors(query)
         found: dict[str, Any] = {}
         scores: dict[str, dict[str, float]] = {}
-        for view, vec in views.items():
-            for p in self.store.search(corpus, vec, using=view, limit=k, where=where, hnsw_ef=self.hnsw_ef):
+        requests = [SearchRequest(vec, using=view, limit=k, where=where, hnsw_ef=self.hnsw_ef) for view, vec in views.items()]
+        for view, points in zip(views, self.store.query_batch(corpus, requests), strict=True):
+            for p in points:
                 found.setdefault(p.id, p)
                 scores.setdefault(p.id, {})[view] = float(p.score)
         # Exact scores of the views that did not find a candidate, from its stored vectors.

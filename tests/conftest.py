@@ -72,9 +72,9 @@ def make_pipeline(tmp_path, text_encoder, image_encoder):
     def make(store_path: Path | None = None, **overrides):
         sections = {"store": {"type": "edge", "path": str(store_path or tmp_path / "store")}, "generator": {"type": "extractive"}, **overrides}
         pipe = Pipeline(load_config(None, sections))
-        pipe._parts["encoder.text"] = text_encoder
+        pipe.encoders.use("text", text_encoder)
         if "encoders" not in overrides:
-            pipe._parts["encoder.image"] = image_encoder
+            pipe.encoders.use("image", image_encoder)
         made.append(pipe)
         return pipe
 

@@ -65,3 +65,24 @@ def test_import_ragmm_is_light():
     code = "import sys, ragmm; ragmm.Item; print(any(m in sys.modules for m in ('torch', 'transformers', 'sentence_transformers', 'qdrant_client')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_modalities_are_config_sections_merged_over_the_defaults():
+    cfg = load_config(None, {"readers": {"image": {"type": "none"}}, "retrievers": {"text": {"type": "dense", "prefetch": 50}}})
+    assert set(cfg.readers) == {"text"}
+    assert set(cfg.retrievers) == {"text", "image"}
+    assert cfg.component_config("retriever", cfg.retrievers["text"], "retrievers.text").prefetch == 50
+    assert "[retrievers.text]" in cfg.to_toml() and "[readers.text]" in cfg.to_toml()
+
+
+def test_ragmm_0_1_retriever_sections_still_load(tmp_path):
+    path = tmp_path / "ragmm.toml"
+    path.write_text('[retriever]\ntype = "dense"\n\n[image_retriever]\ntype = "image"\nfusion = "mean"\n')
+    cfg = load_config(path)
+    assert cfg.retrievers["image"].options() == {"fusion": "mean"}
+    assert cfg.retrievers["text"].type == "dense"
+
+
+def test_unknown_reader_type_names_the_section():
+    with pytest.raises(ConfigError, match=r"\[readers.video\]: unknown reader type 'nope'"):
+        load_config(None, {"readers": {"video": {"type": "nope"}}})

@@ -25,7 +25,8 @@ def test_lazy_import_and_decorator():
 
     @r.register("reranker", "mine")
     class Mine:
-        pass
+        def rerank(self, query, hits, k):
+            return list(hits)[:k]
 
     assert r.get("reranker", "mine") is Mine
     with pytest.raises(ValueError, match="unknown registry kind"):

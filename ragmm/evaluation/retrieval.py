@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragmm.encoders.shared import QueryEmbeddings
 from ragmm.errors import InputError
-from ragmm.protocols import CollectionSpec, Encoder, Store, StoredPoint, VectorSpec
+from ragmm.protocols import CollectionSpec, Encoder, Retriever, Store
 from ragmm.types import Item, Query
 
 METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@10", "mrr@10")
@@ -112,21 +113,23 @@ def index_corpus_file(path: Path, store: Store, encoder: Encoder, name: str = "e
     """
     from tqdm.auto import tqdm
 
+    from ragmm.ingest.text import item_points, text_spec
+
     rows = _read_jsonl(path)
-    # A late-interaction encoder gives (tokens, dim) unit vectors per text: a MaxSim multivector.
-    multivector = bool(getattr(encoder, "multivector", False))
-    spec = VectorSpec(encoder.dim, "dot" if multivector else "cosine", multivector=multivector)
     modality = "image" if rows and "image" in rows[0] else "text"
-    store.create_collection(CollectionSpec(name=name, vectors={"dense": spec}, encoder=encoder.name, modality=modality))
+    # The same collection layout as `ragmm index` writes: dense, plus token vectors (searched
+    # two-stage) for a late-interaction encoder.
+    spec = text_spec(name, encoder)
+    store.create_collection(CollectionSpec(name=name, vectors=spec.vectors, encoder=encoder.name, modality=modality))
+    multivector = bool(getattr(encoder, "multivector", False))
     for start in tqdm(range(0, len(rows), batch), desc="encoding corpus", unit="batch", disable=not progress):
         chunk = rows[start : start + batch]
         vecs = encoder.encode_document([str(r["image"] if modality == "image" else r["text"]) for r in chunk])
-        points = []
-        for row, vec in zip(chunk, vecs, strict=True):
-            text = str(row.get("text", row.get("image", "")))
-            item = Item(corpus=name, source=str(path), text=text, metadata={"doc_id": str(row["id"])}, modality=row.get("modality", modality))
-            points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors={"dense": vec}))
-        store.upsert(name, points)
+        items = [
+            Item(corpus=name, source=str(path), text=str(row.get("text", row.get("image", ""))), metadata={"doc_id": str(row["id"])}, modality=row.get("modality", modality))
+            for row in chunk
+        ]
+        store.upsert(name, item_points(items, vecs, multivector))
     store.flush()
     store.optimize(name)
     return len(rows)
@@ -201,16 +204,21 @@ def evaluate_retrieval(
     depth: int = 100,
     label: str | None = None,
     progress: bool = True,
-    retriever: Any = None,
+    retriever: Retriever | None = None,
     vector: str = "dense",
+    embeddings: QueryEmbeddings | None = None,
 ) -> EvalReport:
     """Evaluate ``encoder`` on a corpus; write ``report.json`` and PNG plots to ``out_dir``.
 
+    Queries are encoded in batches first, into ``embeddings``; the retriever then finds them
+    there and searches exactly as ``ragmm ask`` does.
+
     Args:
-        retriever: search with this instead of a dense retriever over ``encoder`` (e.g. the
-            pipeline's image-corpus retriever); it must take ``prime(texts, vectors)`` with
-            ``encoder``'s query embeddings.
+        retriever: search with this instead of a :class:`DenseRetriever` over ``encoder`` (e.g.
+            the pipeline's image-corpus retriever); it must read query embeddings from
+            ``embeddings``.
         vector: the named vector sampled for the modality-gap plot.
+        embeddings: the query-embedding memo the retriever reads (a new one by default).
     """
 
     from ragmm.evaluation.plots import plot_modality_gap, plot_recall_curve
@@ -232,11 +240,12 @@ def evaluate_retrieval(
     else:
         n_items = store.count(corpus)
     try:
+        embeddings = embeddings or QueryEmbeddings()
         if retriever is None:
-            retriever = DenseRetriever(store, encoder, cache_size=len(queries))
+            retriever = DenseRetriever(store, encoder, embeddings=embeddings)
         # Encode all queries in batches once; the retriever then only searches.
         qvecs = encoder.encode_query([q.text for q in queries])
-        retriever.prime([q.text for q in queries], qvecs)
+        embeddings.prime(encoder, [q.text for q in queries], qvecs)
 
         def search(q: EvalQuery, k: int) -> list[tuple[str, float]]:
             return [(doc_id(h.item.to_payload()), h.score) for h in retriever.retrieve(Query(q.text), corpus, k)]

@@ -1,112 +1,90 @@
-"""The index run: walk -> read -> chunk -> encode -> upsert -> mark complete.
+"""The index run: walk -> hash -> read -> encode -> upsert -> mark complete, for every modality.
 
-Chunks of several files are encoded together (one ``encode`` call per buffer, so the encoder
-sorts by length and fills its batches), which keeps ``ragmm index`` close to the raw encoder's
-throughput. Per source, the order of writes makes every interruption safe:
+What a file becomes is its modality's business: a :class:`~ragmm.protocols.Reader` (text,
+image, video, or a plugin's) parses it and embeds batches of parsed sources. Everything else
+is the same for all of them and lives here once:
 
-1. upsert the new items (ids derive from source + locator + content hash: a re-run
-   overwrites in place, never duplicates);
-2. delete the items of an older version of the source (other ``source_hash``);
-3. mark the source complete in the ledger.
+- each file is hashed once (streamed for readers that stream, so a long video is never held
+  in memory); a file whose hash the ledger already holds is skipped before it is parsed;
+- parsed sources of one reader are buffered across files and embedded together (one
+  ``encode`` call per buffer fills the encoder's batches);
+- per source, the order of writes makes every interruption safe:
 
-A run killed anywhere redoes, on resume, only the sources not yet marked complete.
+  1. upsert the new items (ids derive from source + locator + content hash: a re-run
+     overwrites in place, never duplicates);
+  2. delete the items of an older version of the source (other ``source_hash``);
+  3. mark the source complete in the ledger.
 
-Image files go to the ``image`` corpus (see :mod:`ragmm.ingest.images`): each point holds an
-``image`` vector (the image encoder's embedding of the pixels) and a ``text`` vector (the text
-encoder's embedding of its file name, description and OCR text), so the corpus can be searched
-by what the image shows and by what is written in or about it.
+  A run killed anywhere redoes, on resume, only the sources not yet marked complete;
+- a bad file is skipped with its reason and the batch goes on.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ragmm.errors import InputError
-from ragmm.ingest.chunking import DOCUMENT, PARAGRAPH, ChunkedSource, Chunker
-from ragmm.ingest.images import IMAGE_SUFFIXES, OCR, ParsedImage, decode_image, read_image_bytes
 from ragmm.ingest.ledger import LEDGER, Ledger, SourceRecord
-from ragmm.ingest.readers import read_source, source_key, walk
-from ragmm.protocols import CollectionSpec, Encoder, Store, StoredPoint, VectorSpec, Where
-from ragmm.types import IndexReport, Item, Locator, SkippedFile
+from ragmm.ingest.readers import read_bytes, source_key, walk
+from ragmm.protocols import Reader, SourceFile, Store, Where
+from ragmm.types import IndexReport, SkippedFile
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ragmm.config import IndexSettings
 
-log = logging.getLogger(__name__)
-
-TEXT_CORPORA = (PARAGRAPH, DOCUMENT)
-IMAGE = "image"
-DENSE = "dense"
-IMAGE_VECTOR = "image"
-TEXT_VECTOR = "text"
-
-
-def text_spec(corpus: str, encoder: Encoder) -> CollectionSpec:
-    """The collection spec of a text corpus built with ``encoder``."""
-    return CollectionSpec(name=corpus, vectors={DENSE: VectorSpec(size=encoder.dim, distance="cosine")}, encoder=encoder.name, modality="text")
-
-
-def image_spec(image_encoder: Encoder, text_encoder: Encoder) -> CollectionSpec:
-    """The ``image`` corpus: an image vector and a text vector (OCR, file name, description)."""
-    return CollectionSpec(
-        name=IMAGE,
-        vectors={
-            IMAGE_VECTOR: VectorSpec(size=image_encoder.dim, distance="cosine", encoder=image_encoder.name),
-            TEXT_VECTOR: VectorSpec(size=text_encoder.dim, distance="cosine", encoder=text_encoder.name),
-        },
-        encoder=image_encoder.name,
-        modality="image",
-    )
+# Points per upsert request: large enough to amortise a request, small enough for a server.
+UPSERT_BATCH = 1024
 
 
 @dataclass(slots=True)
 class _Pending:
-    chunked: ChunkedSource
+    parsed: Any
     previous: SourceRecord | None
 
 
+@dataclass(slots=True)
+class _Buffer:
+    """Parsed sources of one reader waiting to be embedded."""
+
+    reader: Reader
+    pending: list[_Pending] = field(default_factory=list)
+    items: int = 0
+    ready: bool = False  # its collections exist and were checked against the store
+
+
 class Indexer:
-    """Indexes text sources into the ``paragraph`` and ``document`` corpora of a store, and
-    images into the ``image`` corpus when an image encoder is given."""
+    """Indexes files into the corpora of a store, each file through its modality's reader.
 
-    def __init__(self, store: Store, encoder: Encoder, settings: IndexSettings, image_encoder: Encoder | Callable[[], Encoder] | None = None) -> None:
+    Args:
+        store: where the corpora and the ledger live.
+        readers: one per modality; a file goes to the first reader claiming its suffix.
+        settings: ``[index]``: which suffixes, size limit.
+    """
+
+    def __init__(self, store: Store, readers: Sequence[Reader], settings: IndexSettings) -> None:
         self.store = store
-        self.encoder = encoder
-        # A callable is called on the first image, so indexing text never builds the image encoder.
-        self._image_encoder = image_encoder
+        self.readers = list(readers)
         self.settings = settings
-        self.ocr = OCR(settings.ocr_min_score) if settings.ocr else None
-        self._image_ready = False
         self.ledger = Ledger(store)
-        self._chunker: Chunker | None = None
-        # Files are buffered until this many chunks are waiting, then encoded in one call.
-        self.buffer_chunks = max(settings.batch_size * 8, 256)
+        self.by_suffix: dict[str, Reader] = {}
+        for reader in self.readers:
+            for suffix in reader.suffixes:
+                self.by_suffix.setdefault(suffix.lower(), reader)
 
-    @property
-    def image_encoder(self) -> Encoder | None:
-        enc = self._image_encoder
-        if enc is not None and not hasattr(enc, "encode_document"):
-            enc = self._image_encoder = enc()  # type: ignore[operator]
-        return enc  # type: ignore[return-value]
+    def reader(self, modality: str) -> Reader:
+        """The reader of ``modality``."""
+        return next(r for r in self.readers if r.modality == modality)
 
-    @property
-    def chunker(self) -> Chunker:
-        if self._chunker is None:
-            tok = self.encoder.tokenizer  # type: ignore[attr-defined]
-
-            def count(text: str) -> int:
-                return len(tok(text, add_special_tokens=False, truncation=False, return_attention_mask=False)["input_ids"])
-
-            s = self.settings
-            self._chunker = Chunker(count, s.chunk_size, s.chunk_overlap, s.document_max_tokens)
-        return self._chunker
+    def suffixes(self) -> list[str]:
+        """File types this indexer takes: the readers' suffixes, narrowed by ``[index] extensions``."""
+        known = set(self.by_suffix)
+        wanted = self.settings.extensions
+        return sorted(known if wanted is None else known & {s.lower() for s in wanted})
 
     def index(self, paths: Iterable[str | Path], corpus_root: str | Path | None = None, progress: bool = True) -> IndexReport:
         """Index every supported file under ``paths``.
@@ -118,15 +96,10 @@ class Indexer:
 
         t0 = time.perf_counter()
         root = Path(corpus_root) if corpus_root is not None else None
-        report = IndexReport(items={PARAGRAPH: 0, DOCUMENT: 0})
-        for corpus in TEXT_CORPORA:
-            self.store.create_collection(text_spec(corpus, self.encoder))
-        found = list(walk(paths, self.settings.extensions))
+        report = IndexReport()
+        found = list(walk(paths, self.suffixes()))
+        buffers = {id(r): _Buffer(r) for r in self.readers}
         bar = tqdm(total=len(found), unit="file", desc="indexing", disable=not progress, dynamic_ncols=True)
-        pending: list[_Pending] = []
-        images: list[tuple[ParsedImage, SourceRecord | None]] = []
-        waiting = 0
-        max_bytes = int(self.settings.max_file_mb * 1e6)
         try:
             for f in found:
                 report.files_seen += 1
@@ -134,34 +107,18 @@ class Indexer:
                     report.skipped.append(SkippedFile(str(f.path), f.error))
                     bar.update()
                     continue
-                key = source_key(f.path, root)
-                if f.path.suffix.lower() in IMAGE_SUFFIXES:
-                    image = self._read_image(f.path, key, max_bytes, report)
-                    if image is not None:
-                        images.append(image)
-                        if len(images) >= self.settings.batch_size:
-                            self._flush_images(images, report)
-                            images = []
+                buf = buffers[id(self.by_suffix[f.path.suffix.lower()])]
+                self._prepare(buf)
+                pending = self._read(f.path, source_key(f.path, root), buf.reader, report)
+                if pending is None:
                     bar.update()
                     continue
-                try:
-                    parsed = read_source(f.path, key, max_bytes)
-                except InputError as exc:
-                    report.skipped.append(SkippedFile(exc.path, exc.reason))
-                    bar.update()
-                    continue
-                previous = self.ledger.get(key)
-                if previous is not None and previous.source_hash == parsed.source_hash:
-                    report.files_unchanged += 1
-                    bar.update()
-                    continue
-                pending.append(_Pending(self.chunker.chunk(parsed), previous))
-                waiting += len(pending[-1].chunked.paragraphs)
-                if waiting >= self.buffer_chunks:
-                    self._flush(pending, report, bar)
-                    pending, waiting = [], 0
-            self._flush(pending, report, bar)
-            self._flush_images(images, report)
+                buf.pending.append(pending)  # the bar moves when it is written
+                buf.items += buf.reader.size(pending.parsed)
+                if buf.items >= buf.reader.buffer:
+                    self._flush(buf, report, bar)
+            for buf in buffers.values():
+                self._flush(buf, report, bar)
         finally:
             bar.close()
             self.store.flush()
@@ -170,85 +127,67 @@ class Indexer:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _flush(self, pending: Sequence[_Pending], report: IndexReport, bar: object) -> None:
-        if not pending:
-            return
-        texts = [p.text for pend in pending for p in pend.chunked.paragraphs]
-        vectors = self.encoder.encode_document(texts)  # (N, D), L2-normalised
-        offset = 0
-        for pend in pending:
-            c = pend.chunked
-            n = len(c.paragraphs)
-            para_vecs = vectors[offset : offset + n]
-            offset += n
-            doc_vecs = _section_vectors(para_vecs, c.sections)
-            self._write(PARAGRAPH, c.paragraphs, para_vecs)
-            self._write(DOCUMENT, c.documents, doc_vecs)
-            key, digest = c.source.key, c.source.source_hash
-            if pend.previous is not None:
-                for corpus in TEXT_CORPORA:
-                    self.store.delete(corpus, Where(must={"source": key}, must_not={"source_hash": digest}))
-                report.files_replaced += 1
-            self.ledger.mark_complete(SourceRecord(key, digest, {PARAGRAPH: n, DOCUMENT: len(c.documents)}))
-            report.files_indexed += 1
-            report.items[PARAGRAPH] += n
-            report.items[DOCUMENT] += len(c.documents)
-            bar.update()  # type: ignore[attr-defined]
+    def _prepare(self, buf: _Buffer) -> None:
+        """Create (or check) the reader's collections once per run, before its first file."""
+        if not buf.ready:
+            for spec in buf.reader.collections():
+                self.store.create_collection(spec)
+            buf.ready = True
 
-    def _read_image(self, path: Path, key: str, max_bytes: int, report: IndexReport) -> tuple[ParsedImage, SourceRecord | None] | None:
-        """Read one image file unless it is unchanged; ``None`` when skipped (and counted)."""
-        if self._image_encoder is None:
-            report.skipped.append(SkippedFile(str(path), "an image, but no image encoder is configured; add an [encoders.image] section"))
-            return None
-        if not self._image_ready:  # checks the encoders against an existing image corpus first
-            self.store.create_collection(image_spec(self.image_encoder, self.encoder))  # type: ignore[arg-type]
-            self._image_ready = True
+    def _read(self, path: Path, key: str, reader: Reader, report: IndexReport) -> _Pending | None:
+        """Hash and parse one file; ``None`` when it is unchanged or skipped (and counted)."""
         try:
-            data, digest = read_image_bytes(path, max_bytes)
+            if reader.streams:
+                data, digest = None, _file_digest(path)
+            else:
+                data = read_bytes(path, int(self.settings.max_file_mb * 1e6), "split or shrink it")
+                if not data.strip():
+                    raise InputError(str(path), "empty file; nothing to index")
+                digest = hashlib.sha256(data).hexdigest()
             previous = self.ledger.get(key)
             if previous is not None and previous.source_hash == digest:
-                report.files_unchanged += 1  # known by its hash: never decoded again
+                report.files_unchanged += 1  # known by its hash: never parsed again
                 return None
-            parsed = decode_image(path, key, data, digest, self.settings.image_max_side)
+            parsed = reader.read(SourceFile(path, key, digest, data))
         except InputError as exc:
             report.skipped.append(SkippedFile(exc.path, exc.reason))
             return None
-        if self.ocr is not None:
-            try:
-                parsed.ocr_text = self.ocr(parsed.image)
-            except Exception as exc:  # OCR is an extra: an engine failure must not cost the image
-                log.warning("%s: OCR failed (%s); indexed without OCR text", path, exc)
-        return parsed, previous
+        return _Pending(parsed, previous)
 
-    def _flush_images(self, pending: Sequence[tuple[ParsedImage, SourceRecord | None]], report: IndexReport) -> None:
+    def _flush(self, buf: _Buffer, report: IndexReport, bar: Any) -> None:
+        pending, buf.pending, buf.items = buf.pending, [], 0
         if not pending:
             return
-        assert self.image_encoder is not None and self._image_ready
-        items = [
-            Item(corpus=IMAGE, source=p.key, text=p.item_text(), locator=Locator(), modality="image", source_hash=p.source_hash, metadata=p.metadata())
-            for p, _ in pending
-        ]
-        image_vecs = self.image_encoder.encode_document([p.image for p, _ in pending])  # (N, Di)
-        # Only images something names or describes get a text vector (see ParsedImage.has_text).
-        texted = [i for i, (p, _) in enumerate(pending) if p.has_text]
-        text_vecs = dict(zip(texted, self.encoder.encode_document([items[i].text for i in texted]), strict=True))  # i -> (Dt,)
-        points = []
-        for i, (item, iv) in enumerate(zip(items, image_vecs, strict=True)):
-            vectors = {IMAGE_VECTOR: iv, **({TEXT_VECTOR: text_vecs[i]} if i in text_vecs else {})}
-            points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors=vectors))
-        self.store.upsert(IMAGE, points)
-        for parsed, previous in pending:
-            if previous is not None:
-                self.store.delete(IMAGE, Where(must={"source": parsed.key}, must_not={"source_hash": parsed.source_hash}))
+        encoded = buf.reader.encode([p.parsed for p in pending])
+        for enc, pend in zip(encoded, pending, strict=True):
+            for corpus, points in enc.points.items():
+                for i in range(0, len(points), UPSERT_BATCH):
+                    self.store.upsert(corpus, points[i : i + UPSERT_BATCH])
+            if pend.previous is not None:
+                for corpus in {*enc.points, *pend.previous.items}:
+                    self.store.delete(corpus, Where(must={"source": enc.key}, must_not={"source_hash": enc.digest}))
                 report.files_replaced += 1
-            self.ledger.mark_complete(SourceRecord(parsed.key, parsed.source_hash, {IMAGE: 1}))
+            counts = {corpus: len(points) for corpus, points in enc.points.items()}
+            self.ledger.mark_complete(SourceRecord(enc.key, enc.digest, counts))
             report.files_indexed += 1
-            report.items[IMAGE] = report.items.get(IMAGE, 0) + 1
+            for corpus, n in counts.items():
+                report.items[corpus] = report.items.get(corpus, 0) + n
+            bar.update()
 
-    def _write(self, corpus: str, items: Sequence, vectors: np.ndarray) -> None:
-        points = [StoredPoint(id=item.id, payload=item.to_payload(), vectors={DENSE: vec}) for item, vec in zip(items, vectors, strict=True)]
-        for i in range(0, len(points), 1024):
-            self.store.upsert(corpus, points[i : i + 1024])
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file read in chunks (never held whole in memory).
+
+    Raises:
+        InputError: unreadable.
+    """
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except PermissionError:
+        raise InputError(str(path), "not readable (permission denied); fix its permissions") from None
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read ({exc.strerror or exc}); check the file") from None
 
 
 def remove_sources(store: Store, path: str | Path, corpus_root: str | Path | None = None) -> list[str]:
@@ -270,12 +209,3 @@ def remove_sources(store: Store, path: str | Path, corpus_root: str | Path | Non
         ledger.forget(key)
     store.flush()
     return keys
-
-
-def _section_vectors(para_vecs: np.ndarray, sections: Sequence[Sequence[int]]) -> np.ndarray:
-    """(S, D) normalised mean of each section's paragraph vectors."""
-    import numpy as np
-
-    out = np.stack([para_vecs[list(members)].mean(axis=0) for members in sections]) if sections else np.zeros((0, para_vecs.shape[1]), np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -120,9 +120,17 @@ def read_source(path: Path, key: str, max_bytes: int) -> ParsedSource:
         InputError: unreadable, empty, too large, binary, corrupt or text-less file.
     """
     data = read_bytes(path, max_bytes, "split it")
+    return parse_source(path, key, data, hashlib.sha256(data).hexdigest())
+
+
+def parse_source(path: Path, key: str, data: bytes, digest: str) -> ParsedSource:
+    """Parse the bytes of one file (already read and hashed) into pages of text.
+
+    Raises:
+        InputError: empty, binary, corrupt or text-less file.
+    """
     if not data.strip():
         raise InputError(str(path), "empty file; nothing to index")
-    digest = hashlib.sha256(data).hexdigest()
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
         pages = _read_pdf(path, data)

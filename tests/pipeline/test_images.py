@@ -123,7 +123,7 @@ def test_other_image_encoder_is_a_mismatch(make_pipeline, gallery, tmp_path, tex
     pipe.close()
     other = write_tiny_tower_only(tmp_path / "other-tower", seed=1)
     pipe2 = make_pipeline(**NO_OCR)
-    pipe2._parts["encoder.image"] = ImageTextEncoder(ImageTextEncoder.Config(model=str(other), precision="fp32"))
+    pipe2.encoders.use("image", ImageTextEncoder(ImageTextEncoder.Config(model=str(other), precision="fp32")))
     with pytest.raises(EncoderMismatchError, match="image encoder"):
         pipe2.retrieve("a red square", corpora=["image"])
     with pytest.raises(EncoderMismatchError):
@@ -147,7 +147,7 @@ def test_encoder_in_another_space_searches_only_images(make_pipeline, gallery, t
     enc = ImageTextEncoder(ImageTextEncoder.Config(model=str(folder), precision="fp32"))
     enc.text_space = "some-other-text-model"
     pipe = make_pipeline(**NO_OCR)
-    pipe._parts["encoder.image"] = enc
+    pipe.encoders.use("image", enc)
     pipe.index([gallery], progress=False)
     hits = pipe.retrieve(Query("", image=str(gallery / "red_square.png")), k=5, corpora=["image", "paragraph"])
     assert hits and {h.item.corpus for h in hits} == {"image"}
@@ -198,7 +198,7 @@ def test_image_vectors_are_unit_norm(image_encoder, gallery):
 
 
 def test_unchanged_images_are_not_decoded_again(make_pipeline, gallery, monkeypatch):
-    import ragmm.ingest.indexer as indexer
+    import ragmm.ingest.image_reader as indexer
 
     pipe = make_pipeline(**NO_OCR)
     pipe.index([gallery], progress=False)

@@ -117,6 +117,6 @@ def test_asking_with_another_encoder_is_a_clear_error(make_pipeline, corpus, tmp
         def encode_query(self, texts):
             raise AssertionError("must not encode with a mismatched encoder")
 
-    other._parts["encoder.text"] = Other()
+    other.encoders.use("text", Other())
     with pytest.raises(EncoderMismatchError, match="someone/else"):
         other.retrieve("lighthouse")
