@@ -67,6 +67,7 @@ def ask(
     image: Annotated[Path | None, typer.Option("--image", help="ask about this image: retrieval is by the image (similar images, and passages about what it shows)")] = None,
     open_images: Annotated[bool, typer.Option("--open", help="open the image evidence with the system's viewer (prints the paths when there is none)")] = False,
     generator: Annotated[str | None, typer.Option("--generator", help="answer with this generator instead of [generator] (smollm2, extractive, ...)")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="show the route and its probabilities, each search with every candidate's scores, rewrites")] = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -94,6 +95,10 @@ def ask(
     from rich.table import Table
 
     console = Console()
+    if explain and answer.trace is not None:
+        console.print("\nHow the evidence was found:", style="bold")
+        for line in answer.trace.lines():
+            console.print(line, markup=False, highlight=False)
     if not answer.evidence:
         return
     cited = {c.n for c in answer.citations}
