@@ -34,6 +34,12 @@ def test_index_ask_corpora_remove(env):
     data = json.loads(res.output)
     assert data["citations"] and data["citations"][0]["source"].endswith("moon_landing.html")
     assert {"retrieve", "generate", "total"} <= set(data["timings"])
+    assert [s["kind"] for s in data["trace"]["steps"]] == ["route", "search", "stop"]
+
+    res = runner.invoke(app, ["ask", "Who walked on the Moon first?", "--k", "2", "--explain"])
+    assert res.exit_code == 0, res.output
+    assert "How the evidence was found" in res.output and "1. route: " in res.output
+    assert "2. search " in res.output and "kept" in res.output and "moon_landing.html" in res.output
 
     # answered from the text in an image: OCR of the notice, with the shipped image encoder
     res = runner.invoke(app, ["ask", "When can visitors come to the apiary?", "--json", "--k", "3"])
