@@ -186,7 +186,7 @@ class EdgeStore(QdrantStore):
                     pf.limit,
                     query=Query.Nearest(pf.vector, using=pf.using),
                     filter=self.filter(r.where, pf.where),
-                    params=self._params(r, pf.limit),
+                    params=self._params(r, pf.limit, prefetch=True),
                 )
             ]
         return QueryRequest(
@@ -200,10 +200,10 @@ class EdgeStore(QdrantStore):
             params=self._params(r, r.limit) if prefetches is None else None,
         )
 
-    def _params(self, r: SearchRequest, limit: int) -> Any:
+    def _params(self, r: SearchRequest, limit: int, prefetch: bool = False) -> Any:
         from qdrant_edge import QuantizationSearchParams, SearchParams
 
-        stage = self.stage(r, limit)
+        stage = self.stage(r, limit, prefetch=prefetch)
         quant = QuantizationSearchParams(rescore=True, oversampling=stage.oversampling) if stage.quantized else None
         return SearchParams(hnsw_ef=stage.hnsw_ef, quantization=quant)
 

@@ -220,7 +220,7 @@ class ServerStore(QdrantStore):
         if r.prefetch is not None:
             pf = r.prefetch
             prefetch = models.Prefetch(
-                query=pf.vector, using=pf.using, limit=pf.limit, filter=self.filter(r.where, pf.where), params=self._params(r, pf.limit)
+                query=pf.vector, using=pf.using, limit=pf.limit, filter=self.filter(r.where, pf.where), params=self._params(r, pf.limit, prefetch=True)
             )
         return models.QueryRequest(
             query=r.vector,
@@ -234,12 +234,12 @@ class ServerStore(QdrantStore):
             with_vector=r.with_vectors,
         )
 
-    def _params(self, r: SearchRequest, limit: int) -> Any:
+    def _params(self, r: SearchRequest, limit: int, prefetch: bool = False) -> Any:
         if self.memory:
             return None  # qdrant-client's :memory: mode is exact and warns about any search_params
         from qdrant_client import models
 
-        stage = self.stage(r, limit)
+        stage = self.stage(r, limit, prefetch=prefetch)
         quant = models.QuantizationSearchParams(rescore=True, oversampling=stage.oversampling) if stage.quantized else None
         return models.SearchParams(hnsw_ef=stage.hnsw_ef, quantization=quant)
 
