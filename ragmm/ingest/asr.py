@@ -184,8 +184,6 @@ def _measure() -> None:  # pragma: no cover - the docstring's table
     import time
     from pathlib import Path
 
-    import numpy as np
-
     from ragmm.ingest.video import decode_audio
 
     root = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -210,7 +208,6 @@ def _measure() -> None:  # pragma: no cover - the docstring's table
             if beam == 1:
                 for k in refs:
                     print(f"   {hyps[k]}")
-    del np
 
 
 if __name__ == "__main__":

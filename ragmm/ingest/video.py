@@ -41,7 +41,7 @@ from ragmm.errors import InputError
 from ragmm.ingest.asr import SAMPLE_RATE, Segment, Transcriber
 from ragmm.ingest.images import file_title
 from ragmm.ingest.subtitles import find_sidecar, read_sidecar
-from ragmm.protocols import CollectionSpec, Encoded, Encoder, SourceFile, StoredPoint, VectorSpec
+from ragmm.protocols import CollectionSpec, Encoded, Encoder, SourceFile, VectorSpec
 from ragmm.types import Item, Locator
 
 if TYPE_CHECKING:
@@ -516,7 +516,6 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "Frame",
     "ParsedVideo",
-    "StoredPoint",
     "VideoReader",
     "clip_item",
     "clip_item_text",
