@@ -108,7 +108,9 @@ def real_items(n: int, per_topic: int, seed: int) -> tuple[list[Any], list[Any],
         topic = f.topic()
         topics.append(topic)
         source = f"synthetic/doc{len(topics) - 1:05d}.txt"
-        title, paras = f.document(topic, min(per_topic, n - len(items)))
+        # document() gives the whole text (title, blank line, paragraphs) and the paragraphs
+        whole, paras = f.document(topic, min(per_topic, n - len(items)))
+        title = whole.split("\n\n", 1)[0]
         text = title + "\n\n" + "\n\n".join(paras)
         digest, cursor = content_hash(text), len(title) + 2
         for para in paras:
