@@ -9,6 +9,8 @@ DEMO_Q  ?= How does a lighthouse tell ships which light they are looking at?
 DEMO_Q2 ?= When can visitors come to the apiary?
 # Asked about an image that is not in the corpus: similar images and passages about what it shows.
 DEMO_IMAGE ?= examples/queries/bee.png
+# Answered from what is said in the demo video (examples/videos/garden_club.mp4): the clip and its time span.
+DEMO_Q3 ?= When will the garden club's water pump be repaired?
 
 .PHONY: install demo test test-fast bench clean image-data train-images eval-images video-data
 
@@ -27,11 +29,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/ragmm index examples/docs --corpus-root examples
+	$(VENV)/bin/ragmm index examples/docs examples/videos --corpus-root examples
 	$(VENV)/bin/ragmm corpora
 	$(VENV)/bin/ragmm ask "$(DEMO_Q)"
 	$(VENV)/bin/ragmm ask --generator extractive "$(DEMO_Q2)"
 	$(VENV)/bin/ragmm ask -k 3 --image $(DEMO_IMAGE) "What is this, and what do the documents say about it?"
+	$(VENV)/bin/ragmm ask -k 3 --generator extractive "$(DEMO_Q3)"
 
 test: install
 	$(PY) -m pytest -q

@@ -65,7 +65,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (answer, citations, timings; image evidence with its path)")] = False,
     corpus: Annotated[list[str] | None, typer.Option("--corpus", help="search only these corpora")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="ask about this image: retrieval is by the image (similar images, and passages about what it shows)")] = None,
-    open_images: Annotated[bool, typer.Option("--open", help="open the image evidence with the system's viewer (prints the paths when there is none)")] = False,
+    open_images: Annotated[bool, typer.Option("--open", help="open image evidence in the system's viewer, video evidence in a player at the cited second (prints the paths when there is none)")] = False,
     generator: Annotated[str | None, typer.Option("--generator", help="answer with this generator instead of [generator] (smollm2, extractive, ...)")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="show the route and its probabilities, each search with every candidate's scores, rewrites")] = False,
     config: ConfigOpt = None,
@@ -87,12 +87,14 @@ def ask(
         else:
             answer = _print_stream(pipe.ask_stream(question, k=k, corpora=corpus, image=image))
     if open_images:
-        _open_images([h.item.image_path for h in answer.evidence if h.item.image_path])
+        _open_evidence(answer.evidence)
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
+
+    from ragmm.types import clock
 
     console = Console()
     if explain and answer.trace is not None:
@@ -109,6 +111,11 @@ def ask(
         mark = f"[{n}]" + (" *" if n in cited else "")
         item = hit.item
         where = "image" if item.modality == "image" else str(item.locator)
+        matched = item.metadata.get("matched")
+        if isinstance(matched, dict) and matched.get("modality"):
+            # which of speech, on-screen text, frames, metadata matched, and when
+            span = f" @ {clock(matched['t_start'])}-{clock(matched['t_end'])}" if matched.get("t_start") is not None and matched.get("t_end") is not None else ""
+            where += f" ({matched['modality']}{span})"
         excerpt = " ".join(item.text.split())
         table.add_row(mark, item.corpus, item.source, where, f"{hit.score:.3f}", excerpt[:80] + ("..." if len(excerpt) > 80 else ""))
     console.print(table)
@@ -139,23 +146,40 @@ def _print_stream(stream: Any) -> Any:
     return answer
 
 
-def _open_images(paths: list[str]) -> None:
-    """Open image files with the desktop's viewer, or print them when there is none."""
+def _open_evidence(hits: list[Any]) -> None:
+    """Open image evidence with the desktop's viewer and video evidence in a player at the cited
+    second (mpv or VLC; the desktop's default player opens it at the start); print the paths
+    when there is neither."""
     import shutil
     import subprocess
     import sys
 
-    if not paths:
-        typer.echo("no image evidence to open", err=True)
-        return
     opener = shutil.which("open" if sys.platform == "darwin" else "xdg-open")
-    for path in dict.fromkeys(paths):
-        if opener is None:
-            typer.echo(f"image: {path}", err=True)
+    players = [(shutil.which("mpv"), "--start={:.0f}"), (shutil.which("vlc"), "--start-time={:.0f}")]
+    seen: set[tuple[str, float | None]] = set()
+    for hit in hits:
+        item = hit.item
+        path = item.image_path or (item.metadata.get("path") if item.locator.t_start is not None else None)
+        if not path:
+            continue
+        matched = item.metadata.get("matched") or {}
+        start = matched.get("t_start", item.locator.t_start) if item.image_path is None else None
+        if (path, start) in seen:
+            continue
+        seen.add((path, start))
+        player = next(((exe, flag) for exe, flag in players if exe), None) if start is not None else None
+        if player is not None:
+            command = [player[0], player[1].format(start), path]
+        elif opener is not None:
+            command = [opener, path]
         else:
-            subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if opener is None:
-        typer.echo("(no image viewer found: xdg-open is not installed)", err=True)
+            from ragmm.types import clock
+
+            typer.echo(f"{item.modality}: {path}" + (f" @ {clock(start)}" if start is not None else "") + "  (no viewer found: install xdg-utils, mpv or vlc)", err=True)
+            continue
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not seen:
+        typer.echo("no image or video evidence to open", err=True)
 
 
 @app.command()

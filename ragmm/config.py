@@ -91,8 +91,8 @@ class RetrieveSettings(BaseModel):
 # (``[readers.video]``, ``[encoders.video]``, ``[retrievers.video]``); the sections given are
 # merged over these defaults, and ``type = "none"`` removes one.
 DEFAULT_ENCODERS = {"text": ComponentSpec(type="sentence-transformers"), "image": ComponentSpec(type="ragmm-clipart")}
-DEFAULT_READERS = {"text": ComponentSpec(type="text"), "image": ComponentSpec(type="image")}
-DEFAULT_RETRIEVERS = {"text": ComponentSpec(type="dense"), "image": ComponentSpec(type="image")}
+DEFAULT_READERS = {"text": ComponentSpec(type="text"), "image": ComponentSpec(type="image"), "video": ComponentSpec(type="video")}
+DEFAULT_RETRIEVERS = {"text": ComponentSpec(type="dense"), "image": ComponentSpec(type="image"), "video": ComponentSpec(type="video")}
 
 
 def _merged(defaults: dict[str, ComponentSpec], given: dict[str, ComponentSpec]) -> dict[str, ComponentSpec]:

@@ -25,6 +25,12 @@ def content_hash(data: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def clock(seconds: float) -> str:
+    """A time in a video as people cite it: ``75.2`` -> ``01:15``, ``3725`` -> ``1:02:05``."""
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
 @dataclass(frozen=True, slots=True)
 class Locator:
     """Where inside its source an item lives.
@@ -53,7 +59,7 @@ class Locator:
         if self.char_start is not None and self.char_end is not None:
             parts.append(f"chars {self.char_start}-{self.char_end}")
         if self.t_start is not None and self.t_end is not None:
-            parts.append(f"{self.t_start:.1f}s-{self.t_end:.1f}s")
+            parts.append(f"@ {clock(self.t_start)}-{clock(self.t_end)}")
         return ", ".join(parts) or "whole"
 
     def to_dict(self) -> dict[str, Any]:
