@@ -179,8 +179,9 @@ def _read_pdf(path: Path, data: bytes) -> list[Page]:
 def _read_html(path: Path, data: bytes) -> str:
     from bs4 import BeautifulSoup
 
+    # The same binary check as plain text: a parser would turn any bytes into "text".
     # llama-index's HTMLTagReader keeps only one tag kind; the whole visible text is wanted here.
-    soup = BeautifulSoup(data, "html.parser")
+    soup = BeautifulSoup(_decode_text(path, data), "html.parser")
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
     body = soup.body or soup
