@@ -175,7 +175,7 @@ class SentenceTransformerEncoder:
     def dim(self) -> int:
         if self._dim is None:
             plan = None
-            if self._model is None and Path(self._load_from).is_dir():
+            if self._model is None and not getattr(self, "multivector", False) and Path(self._load_from).is_dir():
                 # Read from the folder's files: asking the dimension loads no model.
                 from ragmm.encoders.onnx_text import QueryPlan
 
@@ -245,7 +245,8 @@ class SentenceTransformerEncoder:
 
     def _onnx_ready(self) -> bool:
         """Whether queries of this model can run on ONNX: configured, a local folder, not a GPU."""
-        return self.config.onnx_queries and not self.config.device.startswith("cuda") and Path(self._load_from).is_dir()
+        on = getattr(self.config, "onnx_queries", False)  # subclasses (late interaction) have no such setting
+        return on and not self.config.device.startswith("cuda") and Path(self._load_from).is_dir()
 
     def query_runtime(self) -> Any:
         """The ONNX query encoder (exported on first use), or ``None`` when queries run on

@@ -9,10 +9,10 @@ A generator's :meth:`~ragmm.protocols.Generator.stream` yields text pieces, then
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ragmm.generation.prompt import build_citations, clean_citations, ground, parse_citations, trim_repetition
+from ragmm.generation.prompt import build_citations, clean_citations, ground, has_repetition_loop, parse_citations, trim_repetition
 from ragmm.types import Answer, Hit
 
 EMPTY_ANSWER = "The model gave no answer; see the evidence below."
@@ -46,7 +46,7 @@ def finish_answer(raw: str, evidence: Sequence[Hit], shown: int, *, min_support:
     return Answer(text=text or EMPTY_ANSWER, citations=build_citations(numbers, evidence), evidence=list(evidence), timings=timings, generator=name)
 
 
-def stream_generate(model: Any, tokenizer: Any, inputs: Any, generation_config: Any) -> Iterator[str]:
+def stream_generate(model: Any, tokenizer: Any, inputs: Any, generation_config: Any, stop_when: Callable[[str], bool] | None = has_repetition_loop) -> Iterator[str]:
     """Run ``model.generate`` in a thread and yield the decoded new text as it comes.
 
     Closing the iterator early (a client that went away) stops generation at the next token.
@@ -57,6 +57,10 @@ def stream_generate(model: Any, tokenizer: Any, inputs: Any, generation_config: 
         tokenizer: the tokenizer (or a processor's tokenizer) that decodes its tokens.
         inputs: the model inputs (``input_ids`` (1, T), ``attention_mask``, pixel values...).
         generation_config: a ``transformers.GenerationConfig``.
+        stop_when: called with the text so far after each piece; ``True`` ends generation.
+            By default a repetition loop ends it: small models fall into one under greedy
+            decoding and would otherwise write until ``max_new_tokens`` (the loop is cut from
+            the answer anyway).
     """
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -81,10 +85,14 @@ def stream_generate(model: Any, tokenizer: Any, inputs: Any, generation_config: 
 
     thread = threading.Thread(target=run, name="ragmm-generate", daemon=True)
     thread.start()
+    text = ""
     try:
         for piece in streamer:
             if piece:
                 yield piece
+                text += piece
+                if stop_when is not None and stop_when(text):
+                    break
     finally:
         stop.set()
         thread.join()

@@ -351,14 +351,29 @@ def _stemmer():  # -> Callable[[str], str]
 _LOOP = re.compile(r"(\b\w+(?:\W+\w+){1,14}?)(?:\W+\1\b){2,}", re.IGNORECASE)
 
 
+def has_repetition_loop(text: str) -> bool:
+    """Whether ``text`` has fallen into a loop that :func:`trim_repetition` would cut.
+
+    Example:
+        >>> has_repetition_loop("the direction of the direction of the direction of")
+        True
+    """
+    return _LOOP.search(text) is not None
+
+
 def trim_repetition(text: str) -> str:
     """``text`` cut where it starts repeating one phrase in a loop, keeping the phrase once.
 
     Example:
         >>> trim_repetition("It shows the direction of the direction of the direction of the direction")
         'It shows the direction of...'
+        >>> trim_repetition("Fresnel [2] [2] [2] [2] [2] [2] [2]")
+        'Fresnel [2]...'
     """
     m = _LOOP.search(text)
     if m is None:
         return text
-    return text[: m.start(1) + len(m.group(1))].rstrip(" ,;:") + "..."
+    kept = text[: m.start(1) + len(m.group(1))]
+    # A loop of markers ("[2] [2] [2]") is cut inside one: drop the unclosed "[2".
+    kept = re.sub(r"\[[\d\s,;\-\u2013]*$", "", kept)
+    return kept.rstrip(" ,;:") + "..."

@@ -290,3 +290,13 @@ def test_packaged_gguf_is_converted_once_and_answers_the_same(smollm2: CausalLMG
     cached = CausalLMGenerator(max_new_tokens=20)
     question = Query("What does a lighthouse warn ships of?")
     assert cached.generate(question, evidence).text == direct.generate(question, evidence).text
+
+
+def test_a_repetition_loop_ends_generation_early(echo_model: Path) -> None:
+    gen = CausalLMGenerator(str(echo_model), max_new_tokens=30, device="cpu")
+    evidence = hits(LIGHTHOUSE, BREAD)
+    assert gen.prompt_inputs(Query("bread ?"), evidence)[1] == 2  # both items fit the tiny context
+    pieces = list(gen.stream(Query("bread ?"), evidence))
+    written = "".join(pieces[:-1]).split()
+    assert 3 <= len(written) < 15  # "[2] [2] [2] ..." is a loop: stopped long before 30 tokens
+    assert pieces[-1].text == "[2]..." and [c.n for c in pieces[-1].citations] == [2]
