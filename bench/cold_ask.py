@@ -7,7 +7,9 @@ the OS file cache) and reads back the answer's timings:
   open, JSON printing);
 - ``retrieve``: route + retrieve + rerank, including the query encoder's imports and load;
 - ``generator_load``: loading the generator's model (0 for ``extractive``);
-- ``generate``: writing the answer.
+- ``generate``: writing the answer;
+- ``cpu``: the process's user + system seconds, which other jobs on a shared machine disturb far
+  less than wall time.
 
 One more run per variant and generator under ``python -X importtime`` gives the total time
 spent importing (whichever phase imported it) and the heaviest top-level modules.
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,6 +57,7 @@ class Run:
     """One cold ``ragmm ask`` in a fresh process (seconds)."""
 
     wall: float
+    cpu: float  # user + system seconds of the process: far less sensitive than wall to other jobs on the machine
     startup: float
     retrieve: float
     generator_load: float
@@ -69,6 +73,7 @@ class Summary:
     generator: str
     runs: int
     wall_s: float
+    cpu_s: float
     startup_s: float
     retrieve_s: float
     generator_load_s: float
@@ -98,9 +103,12 @@ def layout_revision(rev: str, into: Path) -> Path:
 def ask_once(generator: str, store: Path, question: str, env: dict[str, str], importtime: bool = False) -> tuple[Run, str]:
     """Run one cold ``ragmm ask --json``; return its phases and its stderr."""
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "ragmm.cli.app", "ask", "--json", "--store", str(store), "--generator", generator, question]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), timeout=1800, check=False)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     out = json.loads(proc.stdout)
@@ -108,6 +116,7 @@ def ask_once(generator: str, store: Path, question: str, env: dict[str, str], im
     load = t.get("load", 0.0)
     run = Run(
         wall=wall,
+        cpu=cpu,
         startup=wall - t.get("total", 0.0),
         retrieve=sum(t.get(k, 0.0) for k in ("route", "retrieve", "rerank")),
         generator_load=load,
@@ -160,7 +169,7 @@ def main() -> None:
                 for variant, env in variants.items():
                     run = ask_once(generator, store, args.question, env)[0]
                     runs.setdefault((variant, generator), []).append(run)
-                    print(f"run {i + 1} {variant} {generator}: wall {run.wall:.2f}s retrieve {run.retrieve:.2f}s load {run.generator_load:.2f}s generate {run.generate:.2f}s", flush=True)
+                    print(f"run {i + 1} {variant} {generator}: wall {run.wall:.2f}s cpu {run.cpu:.2f}s retrieve {run.retrieve:.2f}s load {run.generator_load:.2f}s generate {run.generate:.2f}s", flush=True)
 
         summaries = []
         for (variant, generator), rs in runs.items():
@@ -169,13 +178,13 @@ def main() -> None:
             med = lambda attr: round(statistics.median(getattr(r, attr) for r in rs), 3)  # noqa: E731
             summaries.append(
                 Summary(
-                    variant=variant, generator=generator, runs=len(rs), wall_s=med("wall"), startup_s=med("startup"), retrieve_s=med("retrieve"),
+                    variant=variant, generator=generator, runs=len(rs), wall_s=med("wall"), cpu_s=med("cpu"), startup_s=med("startup"), retrieve_s=med("retrieve"),
                     generator_load_s=med("generator_load"), generate_s=med("generate"), first_run_s=round(first[variant, generator], 3),
                     imports_s=round(imports_s, 3), top_imports=top, answer=rs[-1].answer, all_walls_s=[round(r.wall, 3) for r in rs],
                 )
             )
     for s in summaries:
-        print(f"{s.variant:>22} {s.generator:>10}: wall {s.wall_s:6.2f}s = startup {s.startup_s:.2f} + retrieve {s.retrieve_s:.2f} + load {s.generator_load_s:.2f} + generate {s.generate_s:.2f}; imports {s.imports_s:.2f}s ({', '.join(n for n, _ in s.top_imports[:4])})")
+        print(f"{s.variant:>22} {s.generator:>10}: wall {s.wall_s:6.2f}s (cpu {s.cpu_s:.2f}s) = startup {s.startup_s:.2f} + retrieve {s.retrieve_s:.2f} + load {s.generator_load_s:.2f} + generate {s.generate_s:.2f}; imports {s.imports_s:.2f}s ({', '.join(n for n, _ in s.top_imports[:4])})")
     results = {
         "question": args.question,
         "goal_extractive_wall_s": GOAL_EXTRACTIVE_S,

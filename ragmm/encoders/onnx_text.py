@@ -265,6 +265,9 @@ class OnnxTextEncoder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Between queries the worker threads sleep instead of spinning: a question every few
+        # seconds gains nothing from busy-waiting, and the cores are shared.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(export / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
 
