@@ -146,15 +146,18 @@ class Pipeline:
     # -- operations ---------------------------------------------------------------------
     def index(self, paths: Iterable[str | os.PathLike[str]], corpus_root: str | os.PathLike[str] | None = None, progress: bool = True) -> IndexReport:
         """Index files and folders; see :class:`~ragmm.ingest.indexer.Indexer`."""
-        return self.indexer.index(list(paths), corpus_root=corpus_root, progress=progress)
+        try:
+            return self.indexer.index(list(paths), corpus_root=corpus_root, progress=progress)
+        finally:
+            self._parts.pop("counts", None)
 
     def available_corpora(self) -> list[str]:
-        """The corpora to search: ``[retrieve] corpora`` (default: all) that exist in the store.
-        Listing opens nothing; an exact count costs milliseconds at 100k points, so it is left
-        to :meth:`ask`, and only when nothing was found."""
-        existing = [c for c in sorted(self.store.collections()) if c != LEDGER]
+        """The corpora to search: ``[retrieve] corpora`` (default: all) that hold items, so a
+        router never chooses an empty one. Counts are read once (an exact count costs
+        milliseconds at 100k points) and again after this pipeline indexes or removes."""
+        counts = self._part("counts", lambda: {c: self.store.count(c) for c in self.store.collections() if c != LEDGER})
         wanted = self.config.retrieve.corpora
-        return existing if wanted is None else [c for c in wanted if c in existing]
+        return [c for c in (sorted(counts) if wanted is None else wanted) if counts.get(c, 0) > 0]
 
     def retrieve(self, query: str | Query, k: int | None = None, corpora: Sequence[str] | None = None, image: str | os.PathLike[str] | None = None) -> list[Hit]:
         """The relevant hits (at most ``k``) over the corpora the router picks, best first.
@@ -212,7 +215,7 @@ class Pipeline:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         hits, trace = self.search(q, timings)
-        if not hits and not any(self.store.count(c) for c in self.available_corpora()):
+        if not hits and not self.available_corpora():
             yield NOTHING_INDEXED
             yield Answer(text=NOTHING_INDEXED, timings={"total": time.perf_counter() - t0}, trace=trace)
             return
@@ -229,7 +232,10 @@ class Pipeline:
         """Drop every item of a source (or of every source under a folder)."""
         from ragmm.ingest.indexer import remove_sources
 
-        return remove_sources(self.store, Path(path), corpus_root)
+        try:
+            return remove_sources(self.store, Path(path), corpus_root)
+        finally:
+            self._parts.pop("counts", None)
 
     def corpora(self) -> list[CorpusInfo]:
         """Each corpus with its item count, source count and encoder."""

@@ -120,3 +120,18 @@ def test_asking_with_another_encoder_is_a_clear_error(make_pipeline, corpus, tmp
     other.encoders.use("text", Other())
     with pytest.raises(EncoderMismatchError, match="someone/else"):
         other.retrieve("lighthouse")
+
+
+def test_empty_corpora_are_never_routed(make_pipeline, corpus):
+    from ragmm.ingest.text import text_spec
+
+    pipe = make_pipeline()
+    pipe.index([corpus], corpus_root=corpus, progress=False)
+    pipe.store.create_collection(text_spec("empty-notes", pipe.encoder("text")))
+    assert "empty-notes" in pipe.store.collections()
+    assert "empty-notes" not in pipe.available_corpora() and "paragraph" in pipe.available_corpora()
+    answer = pipe.ask("lighthouse", k=2)
+    routed = answer.trace.steps[0].routes
+    assert routed and "empty-notes" not in {c for c, _ in routed}
+    removed = [key for f in sorted(corpus.iterdir()) for key in pipe.remove(f, corpus_root=corpus)]
+    assert removed and pipe.available_corpora() == []
