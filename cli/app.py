@@ -12,11 +12,13 @@ from typing import Annotated, Any
 import typer
 from ragmm.cli.common import ConfigOpt, quiet_libraries, user_errors
 from ragmm.cli.evaluate import eval_app
+from ragmm.cli.serve import serve
 from ragmm.cli.train import train_app
 
 app = typer.Typer(help="Multimodal RAG over your files, offline: index, then ask.", no_args_is_help=True, add_completion=False)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.command()(serve)
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="embedded store folder (overrides [store] path)")]
 
@@ -81,7 +83,13 @@ def ask(
         if image is None:
             raise ConfigError("give a question, or --image PATH to ask about an image")
         question = "What is in this image, and where else does it appear?"
-    with _pipeline(config, store, generator) as pipe:
+    from contextlib import nullcontext
+
+    from ragmm.serve.client import find_server
+
+    # A running `ragmm serve` of this store answers warm; its client has ask/ask_stream too.
+    server = find_server(config, store, generator)
+    with nullcontext(server) if server is not None else _pipeline(config, store, generator) as pipe:
         if as_json:
             answer = pipe.ask(question, k=k, corpora=corpus, image=image)
         else:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ragmm.agent import AgentSettings
 from ragmm.errors import ConfigError
+from ragmm.serve.settings import ServeSettings
 
 DEFAULT_CONFIG_NAME = "ragmm.toml"
 
@@ -118,6 +119,7 @@ class Config(BaseModel):
     router: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="all"))
     reranker: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="none"))
     generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="smollm2"))
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="`ragmm serve` and the server `ragmm ask` uses")
     source: str | None = Field(None, exclude=True, description="the file this config came from")
 
     @model_validator(mode="before")
