@@ -45,6 +45,9 @@ class VisionLanguageGenerator:
     The model loads on the first answer (or :meth:`load`) and stays loaded; one answer is
     generated at a time (a lock), so a server can share the generator between requests.
 
+    Args:
+        config: the model, its device/dtype/device map, and how much evidence it sees.
+
     Raises:
         ModelNotFoundError: the model is neither a local folder nor in the Hugging Face cache.
         ConfigError: ``device = "cuda"`` without a GPU, or an unknown dtype.
@@ -72,7 +75,10 @@ class VisionLanguageGenerator:
         self.config = config
         self._model: Any = None
         self._processor: Any = None
-        self._lock = threading.RLock()
+        self._load_lock = threading.Lock()
+        # A plain lock, not an RLock: a server may resume the answer's generator on another
+        # thread than the one that started it, and only a plain lock may be released there.
+        self._generate_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config, **_: Any) -> VisionLanguageGenerator:
@@ -84,7 +90,7 @@ class VisionLanguageGenerator:
 
     def load(self) -> float:
         """Load the processor and model now (a no-op when loaded); returns the seconds taken."""
-        with self._lock:
+        with self._load_lock:
             if self._model is not None:
                 return 0.0
             start = time.perf_counter()
@@ -128,7 +134,7 @@ class VisionLanguageGenerator:
             return
         from transformers import GenerationConfig
 
-        with self._lock:
+        with self._generate_lock:
             timings: dict[str, float] = {}
             load_s = self.load()
             if load_s:
