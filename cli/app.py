@@ -42,6 +42,8 @@ def index(
     config: ConfigOpt = None,
     store: StoreOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="read in Ray tasks, encode in Ray actors ([ray] settings; needs ragmm[ray]); joins [ray] address or RAY_ADDRESS, else starts a local Ray")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="the Ray cluster for --ray ('auto', 'ray://head:10001'); implies --ray")] = None,
 ) -> None:
     """Index text documents (txt, md, rst, html, pdf) into the paragraph and document corpora."""
     quiet_libraries()
@@ -49,7 +51,12 @@ def index(
 
     console = Console(stderr=True)
     with _pipeline(config, store) as pipe:
-        report = pipe.index([str(p) for p in paths], corpus_root=corpus_root, progress=not quiet)
+        if ray or ray_address:
+            from ragmm.ingest.distributed import index_with_ray
+
+            report = index_with_ray(pipe, [str(p) for p in paths], corpus_root=corpus_root, progress=not quiet, address=ray_address)
+        else:
+            report = pipe.index([str(p) for p in paths], corpus_root=corpus_root, progress=not quiet)
     items = ", ".join(f"{n} {c}" for c, n in report.items.items())
     console.print(
         f"indexed {report.files_indexed} file(s) ({report.files_replaced} replaced a changed version), "

@@ -88,6 +88,21 @@ class RetrieveSettings(BaseModel):
     hnsw_ef: int | None = Field(None, gt=0, description="HNSW search breadth; None lets the store choose")
 
 
+class RaySettings(BaseModel):
+    """``ragmm index --ray``: reading in Ray tasks, encoding in a pool of Ray actors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://head:10001'); None starts a local Ray unless RAY_ADDRESS is set")
+    num_encode_actors: int = Field(1, gt=0, description="encoder actors, each holding one copy of the models (one per GPU on a GPU cluster)")
+    batch_size: int = Field(16, gt=0, description="sources per encode call on an actor (a text source is about 10-50 paragraphs)")
+    num_gpus_per_actor: float | None = Field(None, ge=0, description="GPUs per encode actor; None: 1 when the cluster has GPUs, else 0")
+    num_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per encode actor")
+    read_concurrency: int | None = Field(None, gt=0, description="parallel read tasks at most; None lets Ray Data choose")
+    read_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per read task; keep it unlike num_cpus_per_actor, or Ray Data fuses reading into the encode actors")
+    object_store_mb: int | None = Field(None, gt=0, description="object store of a local Ray started by ragmm (None: Ray's default, 30% of memory)")
+
+
 # A modality is a reader, an encoder and a retriever, each named by type in its own section
 # (``[readers.video]``, ``[encoders.video]``, ``[retrievers.video]``); the sections given are
 # merged over these defaults, and ``type = "none"`` removes one.
@@ -116,6 +131,7 @@ class Config(BaseModel):
     index: IndexSettings = Field(default_factory=IndexSettings)
     retrieve: RetrieveSettings = Field(default_factory=RetrieveSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    ray: RaySettings = Field(default_factory=RaySettings, description="`ragmm index --ray`: distributed indexing on Ray Data")
     router: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="all"))
     reranker: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="none"))
     generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="smollm2"))

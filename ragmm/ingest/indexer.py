@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ragmm.errors import InputError
 from ragmm.ingest.ledger import LEDGER, Ledger, SourceRecord
 from ragmm.ingest.readers import read_bytes, source_key, walk
-from ragmm.protocols import Reader, SourceFile, Store, Where
+from ragmm.protocols import Encoded, Reader, SourceFile, Store, Where
 from ragmm.types import IndexReport, SkippedFile
 
 if TYPE_CHECKING:
@@ -160,19 +160,32 @@ class Indexer:
             return
         encoded = buf.reader.encode([p.parsed for p in pending])
         for enc, pend in zip(encoded, pending, strict=True):
-            for corpus, points in enc.points.items():
-                for i in range(0, len(points), UPSERT_BATCH):
-                    self.store.upsert(corpus, points[i : i + UPSERT_BATCH])
-            if pend.previous is not None:
-                for corpus in {*enc.points, *pend.previous.items}:
-                    self.store.delete(corpus, Where(must={"source": enc.key}, must_not={"source_hash": enc.digest}))
-                report.files_replaced += 1
-            counts = {corpus: len(points) for corpus, points in enc.points.items()}
-            self.ledger.mark_complete(SourceRecord(enc.key, enc.digest, counts))
-            report.files_indexed += 1
-            for corpus, n in counts.items():
-                report.items[corpus] = report.items.get(corpus, 0) + n
+            self.write(enc, pend.previous, report)
             bar.update()
+
+    def write(self, enc: Encoded, previous: SourceRecord | None, report: IndexReport) -> None:
+        """Write one encoded source in the order that makes an interruption safe (see the
+        module docstring): upsert its points, delete those of its older version, mark it
+        complete in the ledger. Other indexing engines (``ragmm.ingest.distributed``) write
+        through here too, so the ledger's promises are kept in one place.
+
+        Args:
+            enc: the source's points per corpus.
+            previous: the ledger's record of an older version, or ``None`` for a new source.
+            report: counts to add to.
+        """
+        for corpus, points in enc.points.items():
+            for i in range(0, len(points), UPSERT_BATCH):
+                self.store.upsert(corpus, points[i : i + UPSERT_BATCH])
+        if previous is not None:
+            for corpus in {*enc.points, *previous.items}:
+                self.store.delete(corpus, Where(must={"source": enc.key}, must_not={"source_hash": enc.digest}))
+            report.files_replaced += 1
+        counts = {corpus: len(points) for corpus, points in enc.points.items()}
+        self.ledger.mark_complete(SourceRecord(enc.key, enc.digest, counts))
+        report.files_indexed += 1
+        for corpus, n in counts.items():
+            report.items[corpus] = report.items.get(corpus, 0) + n
 
 
 def _file_digest(path: Path) -> str:

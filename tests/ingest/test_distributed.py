@@ -1,0 +1,120 @@
+"""Indexing on Ray Data gives the points of a single-process run, and an interrupted
+distributed run resumes without duplicates or loss (a local Ray with 2 CPUs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragmm.config import load_config
+from ragmm.ingest.ledger import LEDGER
+from ragmm.pipeline import Pipeline
+from tests.conftest import EXAMPLES
+
+ray = pytest.importorskip("ray", reason="Ray Data is an optional extra: pip install 'ragmm[ray]'")
+from ragmm.ingest.distributed import index_with_ray  # noqa: E402
+
+pytestmark = pytest.mark.slow  # starting Ray and loading a model per worker takes tens of seconds
+
+# The demo corpus: four documents and four images (no OCR: about 1 s an image on 2 cores).
+OVERRIDES = {
+    "store": {"type": "server", "location": ":memory:"},
+    "index": {"ocr": False},
+    "readers": {"video": {"type": "none"}},
+    "generator": {"type": "extractive"},
+    "ray": {"batch_size": 4, "num_encode_actors": 1},
+}
+
+
+def make_pipeline() -> Pipeline:
+    return Pipeline(load_config(None, OVERRIDES))
+
+
+def contents(pipe: Pipeline) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{corpus: {point id: {vector name: array}}}`` of every corpus but the ledger."""
+    out = {}
+    for corpus in pipe.store.collections():
+        if corpus == LEDGER:
+            continue
+        out[corpus] = {p.id: {name: np.asarray(v, dtype=np.float32) for name, v in p.vectors.items()} for p in pipe.store.scroll(corpus, with_vectors=True)}
+    return out
+
+
+def ledger(pipe: Pipeline) -> dict[str, tuple[str, dict[str, int]]]:
+    return {r.source: (r.source_hash, r.items) for r in pipe.indexer.ledger.records()}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    """The reference: the same config indexed by the plain :class:`Indexer`."""
+    pipe = make_pipeline()
+    report = pipe.index([EXAMPLES], corpus_root=EXAMPLES, progress=False)
+    assert report.files_indexed == 8 and not report.skipped
+    yield report, contents(pipe), ledger(pipe)
+    pipe.close()
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for corpus, points in want.items():
+        assert set(got[corpus]) == set(points), corpus
+        for pid, vectors in points.items():
+            assert set(got[corpus][pid]) == set(vectors)
+            for name, vec in vectors.items():
+                np.testing.assert_allclose(got[corpus][pid][name], vec, atol=1e-5, err_msg=f"{corpus} {pid} {name}")
+
+
+def test_ray_run_gives_the_points_of_a_single_process_run(local_ray, single_process):
+    want_report, want, want_ledger = single_process
+    with make_pipeline() as pipe:
+        report = index_with_ray(pipe, [EXAMPLES], corpus_root=EXAMPLES, progress=False)
+        assert report.files_indexed == want_report.files_indexed and not report.skipped
+        assert report.items == want_report.items
+        assert_same(contents(pipe), want)
+        assert ledger(pipe) == want_ledger
+        again = index_with_ray(pipe, [EXAMPLES], corpus_root=EXAMPLES, progress=False)
+        assert (again.files_unchanged, again.files_indexed) == (8, 0)  # skipped on the driver by the ledger
+
+
+def test_interrupted_ray_run_resumes_without_duplicates_or_loss(local_ray, single_process, tmp_path):
+    _, want, want_ledger = single_process
+    with make_pipeline() as pipe:
+        store = pipe.store
+        original, calls = store.upsert, []
+
+        def upsert(name, points):
+            original(name, points)
+            if name != LEDGER:
+                calls.append(name)
+                if len(calls) == 3:  # mid-way: after some sources, before this one is marked complete
+                    raise RuntimeError("killed")
+
+        store.upsert = upsert
+        with pytest.raises(RuntimeError, match="killed"):
+            index_with_ray(pipe, [EXAMPLES], corpus_root=EXAMPLES, progress=False)
+        del store.upsert
+        done = ledger(pipe)
+        assert 0 < len(done) < 8  # the interruption really hit mid-run
+
+        report = index_with_ray(pipe, [EXAMPLES], corpus_root=EXAMPLES, progress=False)
+        assert report.files_unchanged == len(done)
+        assert report.files_indexed == 8 - len(done)
+        assert_same(contents(pipe), want)  # every point, and no stray one
+        assert ledger(pipe) == want_ledger
+
+
+def test_a_bad_file_is_skipped_with_its_reason(local_ray, tmp_path):
+    (tmp_path / "good.md").write_text("# Bees\n\nHoneybees dance to say where flowers are.\n")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image at all")
+    with make_pipeline() as pipe:
+        report = index_with_ray(pipe, [tmp_path], corpus_root=tmp_path, progress=False)
+    assert report.files_indexed == 1
+    assert [s.path.endswith("broken.png") for s in report.skipped] == [True]
