@@ -169,7 +169,7 @@ def _train_cross_encoder(cfg: RerankTrainConfig) -> Any:
         num_train_epochs=cfg.train.epochs,
         per_device_train_batch_size=cfg.train.batch_size,
         learning_rate=cfg.train.learning_rate,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,
         seed=cfg.train.seed,
         save_strategy="no",
         logging_steps=50,

@@ -28,7 +28,7 @@ ROUTES = (NONE, *CORPUS_ROUTES)
 # searched, ranked after the corpora the router chose, with this probability.
 UNKNOWN_CORPUS_PROBABILITY = 0.5
 
-__all__ = ["AllCorporaRouter", "CORPUS_ROUTES", "NONE", "ROUTES", "Route", "select_routes"]
+__all__ = ["CORPUS_ROUTES", "NONE", "ROUTES", "AllCorporaRouter", "Route", "select_routes"]
 
 
 class AllCorporaRouter:

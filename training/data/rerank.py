@@ -49,8 +49,9 @@ def wordnet_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
 
 def clipart_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
     """(caption, text view) of openclipart images whose title kept at least one word."""
-    from ragmm.ingest.images import file_title
     from ragmm.training.data.clipart import OPENCLIPART, ensure_packages, openclipart_pairs
+
+    from ragmm.ingest.images import file_title
 
     ensure_packages(["openclipart"])
     seen: set[str] = set()
@@ -87,8 +88,9 @@ def mine(pairs: list[tuple[str, str]], kind: str, encoder: object, rng: random.R
 
 def tuxpaint_eval(out: Path) -> dict[str, int]:
     """Tux Paint captions -> stamps' text views: queries.jsonl, corpus.jsonl, qrels.tsv."""
-    from ragmm.ingest.images import file_title
     from ragmm.training.data.tuxpaint import STAMPS, ensure_stamps, read_caption
+
+    from ragmm.ingest.images import file_title
 
     root = ensure_stamps(STAMPS)
     by_caption: dict[str, list[str]] = {}
@@ -109,8 +111,9 @@ def tuxpaint_eval(out: Path) -> dict[str, int]:
 
 
 def write(out: Path, per_kind: int = 1500, seed: int = 0) -> dict[str, int]:
-    from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
     from ragmm.training.data import wordnet
+
+    from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
 
     rng = random.Random(seed)
     encoder = SentenceTransformerEncoder()

@@ -147,6 +147,7 @@ SOURCE_WORDS = [
 _SOURCE_WORD = re.compile(r"\b(" + "|".join(sorted((w for ws in SOURCE_WORDS for w in ws), key=len, reverse=True)) + r")\b")
 _GROUP_OF = {w: ws for ws in SOURCE_WORDS for w in ws}
 
+TYPO_RATE = 0.08  # share of queries with two letters of one word swapped
 PREFIXES = ["", "", "", "please ", "can you ", "could you tell me ", "I want to know ", "quick question: ", "hey, ", "so ", "I wonder ", "help: ", "ok, "]
 SUFFIXES = ["?", "?", "", ".", " please", " thanks", "!", "??"]
 
@@ -188,7 +189,8 @@ def wordnet_entries(limit: int, rng: random.Random) -> list[tuple[str, str, str]
 
 def gcide_entries(limit: int, rng: random.Random) -> list[tuple[str, str, str]]:
     """``(headword, first definition sentence, "thing")`` of GCIDE nouns."""
-    text = gzip.open(GCIDE, "rt", encoding="utf-8", errors="replace").read()
+    with gzip.open(GCIDE, "rt", encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
     rows = []
     for block in text.split("\n\n"):
         m = re.match(r"([A-Z][a-z]+) \\[^\\]*\\, n\.", block)
@@ -231,7 +233,7 @@ def vary(text: str, rng: random.Random) -> str:
     if rng.random() < 0.5:
         text = _SOURCE_WORD.sub(lambda m: rng.choice(_GROUP_OF[m.group(1)]), text)
     text = rng.choice(PREFIXES) + text + rng.choice(SUFFIXES)
-    if rng.random() < 0.08:
+    if rng.random() < TYPO_RATE:
         words = text.split()
         i = rng.randrange(len(words))
         w = words[i]
@@ -307,8 +309,7 @@ def write(out: Path, per_route: int = 1000, seed: int = 0) -> dict[str, int]:
     files = {"train.jsonl": train, "dev.jsonl": dev, "test.jsonl": test, "test-seen-templates.jsonl": seen}
     for name, rows in files.items():
         with open(out / name, "w", encoding="utf-8") as fh:
-            for e in rows:
-                fh.write(json.dumps(asdict(e)) + "\n")
+            fh.writelines(json.dumps(asdict(e)) + "\n" for e in rows)
     return {name: len(rows) for name, rows in files.items()} | {"wordnet": len(wordnet), "gcide": len(gcide), "clipart": len(clipart), "tuxpaint": len(tux)}
 
 
