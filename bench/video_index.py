@@ -75,8 +75,9 @@ class Timer:
             self.calls += 1
 
 
-def index_video(path: Path, store_dir: Path, warm: bool = True) -> dict[str, Any]:
-    """Read, encode and store one video with default settings; seconds per stage."""
+def index_video(path: Path, store_dir: Path, warm: bool = True, asr: bool = True) -> dict[str, Any]:
+    """Read, encode and store one video with default settings (``asr=False``: no speech
+    recognition); seconds per stage."""
     from ragmm.encoders.image_text import ImageTextEncoder
     from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
     from ragmm.ingest.video import VideoReader
@@ -84,7 +85,7 @@ def index_video(path: Path, store_dir: Path, warm: bool = True) -> dict[str, Any
     from ragmm.stores.edge import EdgeStore
 
     encoders: dict[str, Any] = {"text": SentenceTransformerEncoder(), "image": ImageTextEncoder(ImageTextEncoder.Config())}
-    reader = VideoReader(VideoReader.Config(), encoders)
+    reader = VideoReader(VideoReader.Config(asr=asr), encoders)
     store = EdgeStore(store_dir)
     for spec in reader.collections():
         store.create_collection(spec)
@@ -92,12 +93,13 @@ def index_video(path: Path, store_dir: Path, warm: bool = True) -> dict[str, Any
         import numpy as np
         from PIL import Image
 
-        reader.transcriber(np.zeros(16000, np.float32) + 0.01 * np.sin(np.arange(16000, dtype=np.float32)))
+        if reader.transcriber is not None:
+            reader.transcriber(np.zeros(16000, np.float32) + 0.01 * np.sin(np.arange(16000, dtype=np.float32)))
         reader.ocr(Image.new("RGB", (64, 32), "white"))
         encoders["text"].encode_document(["warm up"])
         encoders["image"].encode_document([Image.new("RGB", (64, 64))])
-    asr, ocr = Timer(reader.transcriber), Timer(reader.ocr)
-    reader.transcriber, reader.ocr = asr, ocr
+    asr_timer, ocr = Timer(reader.transcriber), Timer(reader.ocr)
+    reader.transcriber, reader.ocr = (asr_timer if asr else None), ocr
     text_enc, image_enc = Timer(encoders["text"].encode_document), Timer(encoders["image"].encode_document)
     encoders["text"].encode_document, encoders["image"].encode_document = text_enc, image_enc
     source = SourceFile(path, path.name, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -124,8 +126,8 @@ def index_video(path: Path, store_dir: Path, warm: bool = True) -> dict[str, Any
         "x_real_time": parsed.duration / wall,
         "x_real_time_cpu_over_2_cores": parsed.duration / (cpu / 2),
         "stages": {
-            "decode": w1 - w0 - asr.seconds - ocr.seconds,
-            "asr": asr.seconds,
+            "decode": w1 - w0 - asr_timer.seconds - ocr.seconds,
+            "asr": asr_timer.seconds,
             "ocr": ocr.seconds,
             "encode": w2 - w1,
             "encode_text": text_enc.seconds,
@@ -133,13 +135,14 @@ def index_video(path: Path, store_dir: Path, warm: bool = True) -> dict[str, Any
             "store": w3 - w2,
         },
         "ocr_calls": ocr.calls,
-        "asr_calls": asr.calls,
+        "asr_calls": asr_timer.calls,
+        "asr": asr,
     }
 
 
-def child(path: str, store_dir: str) -> None:
+def child(path: str, store_dir: str, asr: bool) -> None:
     """Run in a fresh process: index, then print the stages and the peak RSS as JSON."""
-    result = index_video(Path(path), Path(store_dir), warm=False)
+    result = index_video(Path(path), Path(store_dir), warm=False, asr=asr)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -148,29 +151,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="length of the talk-style video for the speed figure")
     parser.add_argument("--hour", action="store_true", help="also measure peak memory on a one-hour 720p video")
+    parser.add_argument("--hour-minutes", type=float, default=60.0, help="length of the long video of --hour (shorter only to check the bench)")
+    parser.add_argument("--hour-no-asr", action="store_true", help="index the long video without speech recognition (memory of decoding, OCR, encoding)")
+    parser.add_argument("--skip-talk", action="store_true", help="only the --hour measurement")
     parser.add_argument("--child", nargs=2, metavar=("VIDEO", "STORE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help="results JSON (default bench/results/video_index.json)")
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        child(*args.child, asr=not args.hour_no_asr)
         return
     results: dict[str, Any] = {"machine": machine(), "busy_at_start": busy_processes()}
     with tempfile.TemporaryDirectory(prefix="ragmm-video-bench-") as tmp:
-        t0 = time.perf_counter()
-        talk = make_talk(Path(tmp) / "talk.mp4", args.minutes)
-        results["talk_generation_seconds"] = time.perf_counter() - t0
-        results["talk"] = index_video(talk, Path(tmp) / "store")
-        r = results["talk"]
-        print(f"talk {r['video_seconds']:.0f} s: {r['x_real_time']:.2f}x real time (wall), {r['x_real_time_cpu_over_2_cores']:.2f}x (CPU over 2 cores); stages (s): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))  # fmt: skip
+        if not args.skip_talk:
+            t0 = time.perf_counter()
+            talk = make_talk(Path(tmp) / "talk.mp4", args.minutes)
+            results["talk_generation_seconds"] = time.perf_counter() - t0
+            results["talk"] = index_video(talk, Path(tmp) / "store")
+            r = results["talk"]
+            print(f"talk {r['video_seconds']:.0f} s: {r['x_real_time']:.2f}x real time (wall), {r['x_real_time_cpu_over_2_cores']:.2f}x (CPU over 2 cores); stages (s): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))  # fmt: skip
         if args.hour:
             t0 = time.perf_counter()
-            hour = make_talk(Path(tmp) / "hour.mp4", 60.0, fps=10)
+            hour = make_talk(Path(tmp) / "hour.mp4", args.hour_minutes, fps=10)
             results["hour_generation_seconds"] = time.perf_counter() - t0
-            out = subprocess.run([sys.executable, __file__, "--child", str(hour), str(Path(tmp) / "store-hour")], check=True, capture_output=True, text=True).stdout
+            cmd = [sys.executable, __file__, "--child", str(hour), str(Path(tmp) / "store-hour"), *(["--hour-no-asr"] if args.hour_no_asr else [])]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results["hour"] = json.loads(out.strip().splitlines()[-1])
             h = results["hour"]
-            print(f"hour: peak RSS {h['peak_rss_mb']:.0f} MB, {h['x_real_time']:.2f}x real time (wall), {h['x_real_time_cpu_over_2_cores']:.2f}x (CPU over 2 cores)")
+            print(f"{h['video_seconds'] / 60:.0f} min 720p (asr {h['asr']}): peak RSS {h['peak_rss_mb']:.0f} MB, {h['x_real_time']:.2f}x real time (wall), {h['x_real_time_cpu_over_2_cores']:.2f}x (CPU over 2 cores)")
     results["busy_at_end"] = busy_processes()
     print(save("video_index", results, args.out))
 
