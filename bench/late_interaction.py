@@ -11,7 +11,8 @@ Measured in one process, warm, over the same queries, p50/p95 and recall@10 agai
 MaxSim over every document (numpy):
 
 (a) Qdrant Edge through ragmm's ``Store.query``: HNSW on the pooled vector for
-    ``--candidates`` points, MaxSim over them (the multivector has no HNSW graph);
+    ``--candidates`` points, MaxSim over them (the multivector has no HNSW graph); and the
+    same with the prefetch's HNSW breadth at 256 instead of the store's default (its limit);
 (b) the same two-stage in numpy (pooled matrix-vector product + argpartition, then MaxSim
     over the candidates): the baseline every ratio is taken against;
 (c) qdrant-client local mode (``QdrantClient(":memory:")``, through ragmm's ``ServerStore``):
@@ -157,9 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         flat_docs = docs  # (N, T, D): numpy MaxSim over candidates indexes it directly
 
-        def edge_two_stage(n: int, store: Any = edge, name: str = "late") -> Any:
+        def edge_two_stage(n: int, store: Any = edge, name: str = "late", ef: int | None = None) -> Any:
             return lambda i: [
-                p.id for p in store.query(name, SearchRequest(queries[i], "tokens", K, prefetch=Prefetch(qpooled[i], "dense", n)))
+                p.id for p in store.query(name, SearchRequest(queries[i], "tokens", K, hnsw_ef=ef, prefetch=Prefetch(qpooled[i], "dense", n)))
             ]
 
         def numpy_two_stage(n: int) -> Any:
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 (f"numpy_two_stage_{n}", numpy_two_stage(n), none),
                 (f"numpy_two_stage_blas1_{n}", numpy_two_stage(n), blas1),
             ]
+        # the prefetch's HNSW breadth: the store's default (= the prefetch limit) against a wide one
+        variants.append((f"edge_two_stage_ef256_{args.default_candidates}", edge_two_stage(args.default_candidates, ef=256), none))
         print("latency, warm, per variant:", flush=True)
         lat, found = run_variants(variants, meas, warm, args.passes)
         slow_meas = meas[: args.local_queries]

@@ -55,7 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import busy_processes, machine, percentiles, recall, run_variants, save, time_each, write_config
-from synthetic import TextFactory
+from synthetic import TextFactory, nn_cosine, synthesise
 
 GOAL_P50_MS = 15.0
 GOAL_RECALL = 0.95
@@ -126,42 +126,6 @@ def real_items(n: int, per_topic: int, seed: int) -> tuple[list[Any], list[Any],
             )
             cursor += len(para) + 2
     return items, topics, f
-
-
-def synthesise(real: Any, total: int, noise: float, rng: Any) -> tuple[Any, Any]:
-    """(total, D) float32 unit vectors: ``real`` then neighbours of random real vectors.
-
-    Each neighbour is ``normalise(v + noise * u)``, ``u`` the unit sum of 4 differences of
-    random real vectors (noise shaped like the data). Returns the vectors and, per row,
-    the index of the real vector it came from.
-    """
-    import numpy as np
-
-    n_real, dim = real.shape
-    out = np.empty((total, dim), dtype=np.float32)
-    origin = np.empty(total, dtype=np.int64)
-    out[:n_real], origin[:n_real] = real, np.arange(n_real)
-    step = 10_000
-    for start in range(n_real, total, step):
-        m = min(step, total - start)
-        base = rng.integers(0, n_real, m)
-        a, b = rng.integers(0, n_real, (m, 4)), rng.integers(0, n_real, (m, 4))
-        u = (real[a] - real[b]).sum(axis=1)  # (m, D)
-        u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
-        x = real[base] + noise * u
-        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-        origin[start : start + m] = base
-    return out, origin
-
-
-def nn_cosine(vectors: Any, sample: Any, exclude_self: bool = True) -> Any:
-    """Cosine of each sampled row's nearest other row."""
-    import numpy as np
-
-    s = vectors[sample] @ vectors.T  # (S, N)
-    if exclude_self:
-        s[np.arange(len(sample)), sample] = -np.inf
-    return s.max(axis=1)
 
 
 def exact_topk(vectors: Any, q: Any, k: int) -> Any:

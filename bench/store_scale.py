@@ -1,11 +1,12 @@
 """Store recall and cost at scale: three independent HNSW builds per setting, with and without
 int8 quantisation.
 
-Vectors: ``--points`` 384-d unit vectors shaped like sentence embeddings without an encoder
-(bench/synthetic.py ``sentence_like``: a 48-d topic structure plus isotropic noise; harder
-for HNSW than real MiniLM vectors), a fresh draw per seed, so each build is independent.
-Queries: ``--queries`` more draws of the same distribution, not stored. Truth: the exact
-top-10 by numpy (float32 cosine).
+Vectors: ``--points`` 384-d unit vectors by retrieve_latency.py's synthetic-neighbour method
+without an encoder (bench/synthetic.py ``neighbour_cloud``: 10,000 sentence-like base
+vectors, each with neighbours at about the base nearest-neighbour distance: tight clusters
+with close scores, the case where HNSW recall fell), a fresh draw per seed, so each build
+is independent. Queries: ``--queries`` more neighbours drawn the same way, not stored.
+Truth: the exact top-10 by numpy (float32 cosine).
 
 Each build runs in its own process (so its peak RSS is its own) and writes a fresh Qdrant
 Edge store on disk through ragmm's ``EdgeStore`` (upsert, then ``optimize()``): build time,
@@ -39,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import busy_processes, machine, percentiles, recall, save, time_each
-from synthetic import sentence_like
+from synthetic import neighbour_cloud
 
 GOAL_RECALL = 0.95
 K = 10
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quantization", default="none,int8", help="store settings to build with")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--ef", default="64,128,256,512", help="HNSW search breadths to measure")
+    p.add_argument("--ef", default="128,256,512", help="HNSW search breadths to measure")
     p.add_argument("--hnsw-m", type=int, default=None, help="HNSW m (default: the store's)")
     p.add_argument("--hnsw-ef-construct", type=int, default=None, help="HNSW ef_construct (default: the store's)")
     p.add_argument("--budget-s", type=float, default=3600.0, help="wall seconds one build may take before it is stopped")
@@ -98,7 +99,8 @@ def child(args: argparse.Namespace) -> None:
         Path(out).write_text(json.dumps(res, indent=2), encoding="utf-8")
 
     t0 = time.perf_counter()
-    data = sentence_like(args.points + args.queries + args.warmup, args.dim, seed=seed)  # (N + Q, D)
+    data, _ = neighbour_cloud(args.points + args.queries + args.warmup, args.dim, seed=seed)  # (N + Q, D)
+    # queries: the last rows, neighbours drawn like the stored ones but not stored
     vectors, queries = data[: args.points], data[args.points :]
     res["generate_s"] = round(time.perf_counter() - t0, 1)
     res["rss_after_vectors_mb"] = rss_mb()
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.small:
         forwarded += ["--points", str(args.points), "--queries", str(args.queries), "--warmup", str(args.warmup)]
     builds: dict[str, list[dict[str, Any]]] = {q: [] for q in quants}
+    name = f"store_scale_{args.points}" if not args.out else "store_scale"
     try:
         for quant in quants:
             for seed in seeds:
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 build["exit"] = rc
                 builds[quant].append(build)
                 print(f"build {quant} seed {seed}: exit {rc}, wall {build['wall_s']} s", flush=True)
+                results["builds"] = builds
+                results["summary"] = {q: summarise(b) for q, b in builds.items()}
+                save(name, results, args.out)  # after every build
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["builds"] = builds
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for ef, row in s["search"].items():
             print(f"  ef {ef}: recall@10 {row['recall_at_10']}, p50 ms {row['p50_ms']}, x numpy {row['p50_ratio_to_numpy']}")
         print(f"  smallest ef with recall@10 >= {GOAL_RECALL} on every build: {s['smallest_ef_with_min_recall_at_goal']}")
-    path = save(f"store_scale_{args.points}" if not args.out else "store_scale", results, args.out)
+    path = save(name, results, args.out)
     print(f"\nwrote {path}")
     return results
 

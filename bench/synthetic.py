@@ -14,6 +14,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,3 +201,53 @@ def late_interaction_corpus(
         # noise of norm ~0.8 per token: a query token keeps cosine ~0.8 with the token it came from
         queries.append(unit_rows(picked + 0.8 / np.sqrt(dim) * rng.standard_normal(picked.shape).astype(np.float32)))
     return docs, queries, targets
+
+
+def synthesise(real: Any, total: int, noise: float, rng: Any) -> tuple[Any, Any]:
+    """(total, D) float32 unit vectors: ``real`` then neighbours of random real vectors.
+
+    Each neighbour is ``normalise(v + noise * u)``, ``u`` the unit sum of 4 differences of
+    random real vectors (noise shaped like the data). Returns the vectors and, per row,
+    the index of the real vector it came from.
+    """
+    n_real, dim = real.shape
+    out = np.empty((total, dim), dtype=np.float32)
+    origin = np.empty(total, dtype=np.int64)
+    out[:n_real], origin[:n_real] = real, np.arange(n_real)
+    step = 10_000
+    for start in range(n_real, total, step):
+        m = min(step, total - start)
+        base = rng.integers(0, n_real, m)
+        a, b = rng.integers(0, n_real, (m, 4)), rng.integers(0, n_real, (m, 4))
+        u = (real[a] - real[b]).sum(axis=1)  # (m, D)
+        u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+        x = real[base] + noise * u
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        origin[start : start + m] = base
+    return out, origin
+
+
+def nn_cosine(vectors: Any, sample: Any, exclude_self: bool = True) -> Any:
+    """Cosine of each sampled row's nearest other row."""
+    s = vectors[sample] @ vectors.T  # (S, N)
+    if exclude_self:
+        s[np.arange(len(sample)), sample] = -np.inf
+    return s.max(axis=1)
+
+
+def neighbour_cloud(n: int, dim: int = 384, base: int = 10_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) unit vectors by bench/retrieve_latency.py's synthetic-neighbour method without
+    an encoder: ``base`` sentence-like vectors, then neighbours of them moved by data-shaped
+    noise sized so a neighbour sits about as far from its origin as a base vector sits from
+    its nearest other base vector. Clusters of near-duplicates with close scores: the case
+    that made HNSW recall drop in retrieve_latency.py.
+
+    Returns:
+        the vectors and, per row, the base vector it came from.
+    """
+    rng = np.random.default_rng(seed)
+    real = sentence_like(base, dim, seed=seed)
+    sample = rng.choice(base, size=min(1000, base), replace=False)
+    c = float(np.median(nn_cosine(real, sample)))
+    return synthesise(real, n, float(np.sqrt(max(1.0 / c**2 - 1.0, 1e-4))), rng)
+
