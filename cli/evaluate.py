@@ -87,13 +87,30 @@ class _LazyEncoders:
         return self._pipe.encoder(modality)
 
 
-def _component(pipe: object, kind: str) -> object:
+class _BatchEmbeddings:
+    """A query-embedding memo filled by one batched encode of every evaluation query, so the
+    trained router is measured without encoding queries one at a time."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[str, object] = {}
+
+    def fill(self, encoder: object, texts: list[str]) -> None:
+        for text, vec in zip(texts, encoder.encode_query(texts), strict=True):
+            self._vectors[text] = vec
+
+    def text(self, encoder: object, text: str) -> object:
+        if text not in self._vectors:
+            self._vectors[text] = encoder.encode_query([text])[0]
+        return self._vectors[text]
+
+
+def _component(pipe: object, kind: str, embeddings: object = None) -> object:
     """The configured router or reranker, given the deps the pipeline gives it."""
     from ragmm.registry import registry
 
     spec = getattr(pipe.config, kind)
     cls = registry.get(kind, spec.type)
-    return cls.from_config(pipe.config.component_config(kind, spec, kind), encoders=_LazyEncoders(pipe), embeddings=None)
+    return cls.from_config(pipe.config.component_config(kind, spec, kind), encoders=_LazyEncoders(pipe), embeddings=embeddings)
 
 
 @eval_app.command("routing")
@@ -120,9 +137,14 @@ def routing(
         overrides["router"] = spec
     pipe = Pipeline.from_config(config, **overrides)
     try:
-        built = _component(pipe, "router")
+        memo = _BatchEmbeddings()
+        built = _component(pipe, "router", memo)
         name = pipe.config.router.type
         for path in queries:
+            if name == "trained":
+                from ragmm.evaluation.routing import load_labelled
+
+                memo.fill(pipe.encoder("text"), [row["query"] for row in load_labelled(path, limit)])
             report = evaluate_routing(built, path, out / path.stem, name=name, limit=limit, progress=not quiet)
             per = {r: round(s.f1, 3) for r, s in report.per_route.items()}
             typer.echo(f"{path}: accuracy {report.accuracy:.4f} (n={report.n}, {report.ms_per_query:.1f} ms/query); F1 {per}")

@@ -54,8 +54,8 @@ def token_vectors(st_model: Any, texts: Sequence[str], batch_size: int = 32) -> 
     tok = st_model.tokenizer
     for i in range(0, len(texts), batch_size):
         batch = list(texts[i : i + batch_size])
-        features = st_model.tokenize(batch)
-        features = {k: v.to(st_model.device) for k, v in features.items()}
+        prepare = getattr(st_model, "preprocess", None) or st_model.tokenize
+        features = {k: v.to(st_model.device) if hasattr(v, "to") else v for k, v in prepare(batch).items()}
         with torch.inference_mode():
             emb = st_model.forward(features)["token_embeddings"].float()  # (B, T, D)
         emb = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()

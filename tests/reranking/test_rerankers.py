@@ -229,3 +229,13 @@ def test_train_reranker_fits_calibration_on_dev(tmp_path):
     assert set(cal.by_kind) == {"default", "paragraph", "image"}
     assert cal.metrics["dev_f1"] == 1.0
     assert cal.apply([0.8], ["paragraph"])[0] > cal.threshold > cal.apply([0.2], ["image"])[0]
+
+
+@pytest.mark.slow
+def test_token_vectors_of_the_packaged_minilm(text_encoder):
+    from ragmm.reranking.late_interaction import token_vectors
+
+    a, b, c = token_vectors(text_encoder.model, ["a red fox", "the red fox runs", "tax law of 1990"])
+    assert a.shape == (3, 384)  # special tokens left out
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, rtol=1e-5)
+    assert maxsim(a, b) > 0.7 > 0.3 > maxsim(a, c)
