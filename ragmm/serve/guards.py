@@ -1,12 +1,11 @@
-"""What keeps a server safe to leave running: tokens, request size and rate limits, and the
-list of media files it may serve.
-
-Plain ASGI and standard-library code, so it tests without a server.
+"""What keeps a server safe to leave running: tokens, the rate limit, and the list of media
+files it may serve. Standard-library code, so it tests without a server.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import ipaddress
 import os
 import threading
@@ -65,8 +64,8 @@ class RateLimiter:
 
 
 class BodyLimit:
-    """ASGI middleware refusing request bodies over ``max_bytes`` with 413, whether the client
-    declares the length or streams the body in chunks."""
+    """ASGI middleware refusing request bodies over ``max_bytes`` with a JSON 413, whether the
+    client declares the length or streams the body in chunks (then counted as it arrives)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -75,33 +74,41 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _json_error(send, 413, f"request body of {int(declared)} bytes is over the server's limit of {self.max_bytes}; raise [serve] max_body_kb")
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
             return
-        seen = 0
+        seen, refused = 0, False
 
         async def counted() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    # fastapi's HTTPException: its body reader passes it on as the response
-                    from fastapi import HTTPException
-
-                    raise HTTPException(413, f"request body is over the server's limit of {self.max_bytes} bytes; raise [serve] max_body_kb")
+                    # Answer now; the app sees a client that went away, and what it would
+                    # answer to that is dropped.
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counted, send)
+        async def unless_refused(message: dict[str, Any]) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"error": {"message": body_limit_message(self.max_bytes), "type": "invalid_request_error", "code": 413}}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
-async def _json_error(send: Any, status: int, message: str) -> None:
-    import json
-
-    body = json.dumps({"error": {"message": message, "type": "request_error", "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+def body_limit_message(max_bytes: int) -> str:
+    return f"request body over the server's limit of {max_bytes} bytes; raise [serve] max_body_kb"
 
 
 def media_path(hit: Hit) -> str | None:
