@@ -80,6 +80,7 @@ def mine_negatives(ds: Dataset, model: Any, cfg: TrainConfig, progress: bool = T
     by default, the set of training positives. Search runs in a Qdrant Edge collection.
     """
     import tempfile
+    import uuid
 
     import numpy as np
     from tqdm.auto import tqdm
@@ -121,7 +122,8 @@ def mine_negatives(ds: Dataset, model: Any, cfg: TrainConfig, progress: bool = T
         spec = VectorSpec(dim, "dot", multivector=True) if multivector else VectorSpec(dim)
         store.create_collection(CollectionSpec("mine", {"dense": spec}, encoder="mining"))
         for i in range(0, len(texts), 2048):
-            store.upsert("mine", [StoredPoint(id=j, payload={"i": j}, vectors={"dense": corpus_vecs[j]}) for j in range(i, min(i + 2048, len(texts)))])  # type: ignore[arg-type]
+            # Store ids are UUID strings; the payload keeps the text's index.
+            store.upsert("mine", [StoredPoint(id=str(uuid.UUID(int=j)), payload={"i": j}, vectors={"dense": corpus_vecs[j]}) for j in range(i, min(i + 2048, len(texts)))])
         store.optimize()
         qv, pv = enc(queries, query=True), enc(positives, query=False)
         pos_scores = [score(q, p) for q, p in zip(qv, pv, strict=True)]  # MaxSim or cosine

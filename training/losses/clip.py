@@ -46,7 +46,8 @@ CLIP_CITATION = """
 """
 
 
-def _check_pair(query_emb: Tensor, doc_emb: Tensor, hard_negatives: Tensor | None) -> None:
+def check_pair(query_emb: Tensor, doc_emb: Tensor, hard_negatives: Tensor | None) -> None:
+    """Raise ``ValueError`` unless the inputs are ``(B, D)``, ``(B, D)`` and ``(B, H, D)`` (or None)."""
     if query_emb.dim() != 2 or query_emb.shape != doc_emb.shape:
         raise ValueError(
             f"query_emb and doc_emb must both be (B, D) with the same shape, got {tuple(query_emb.shape)} "
@@ -89,7 +90,7 @@ def clip_row_losses(
     Returns:
         ``(q2d, d2q)``: per-row cross-entropies, each of shape ``(len(rows),)``.
     """
-    _check_pair(query_emb, doc_emb, hard_negatives)
+    check_pair(query_emb, doc_emb, hard_negatives)
     q = l2_normalize(query_emb, normalize)  # (B, D)
     d = l2_normalize(doc_emb, normalize)  # (B, D)
     candidates = d
@@ -136,6 +137,7 @@ def clip_loss(
         >>> clip_loss(q, d, logit_scale=1 / 0.07).shape
         torch.Size([])
     """
+    check_pair(query_emb, doc_emb, hard_negatives)  # before any collective, so no process waits on one that raised
     shard = local_shard(query_emb, gather_across_devices)
     q2d, d2q = clip_row_losses(
         gather_rows(query_emb, shard),  # (N, D)

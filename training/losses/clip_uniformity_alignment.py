@@ -38,7 +38,7 @@ from ragmm.training.losses.base import (
     require_columns,
     sync_grad,
 )
-from ragmm.training.losses.clip import CLIP_CITATION, clip_row_losses
+from ragmm.training.losses.clip import CLIP_CITATION, check_pair, clip_row_losses
 from torch import Tensor, nn
 
 CONTRASTIVE_GAP_CITATION = """
@@ -104,6 +104,7 @@ def clip_uniformity_alignment_terms(
 
     Zero-weighted terms are left out. See :func:`clip_uniformity_alignment_loss` for the arguments.
     """
+    check_pair(query_emb, doc_emb, hard_negatives)  # before any collective
     shard = local_shard(query_emb, gather_across_devices)
     if shard.total < 2:
         raise ValueError(f"uniformity needs a batch of at least 2 pairs, got {shard.total}")

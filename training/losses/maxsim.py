@@ -109,9 +109,6 @@ def maxsim_loss(
     batch, _, dim = query_tokens.shape
     if doc_tokens.dim() != 3 or doc_tokens.size(0) != batch or doc_tokens.size(2) != dim:
         raise ValueError(f"doc_tokens must be (B, Ld, D) = ({batch}, Ld, {dim}), got {tuple(doc_tokens.shape)}")
-    shard = local_shard(query_tokens, gather_across_devices)
-    q = l2_normalize(query_tokens, normalize)  # (b, Lq, D): only this process's queries are scored
-    docs, masks = gather_tokens(l2_normalize(doc_tokens, normalize), doc_mask.bool(), shard)  # (N, Ld, D), (N, Ld)
     if hard_negatives is not None:
         if hard_negatives_mask is None:
             raise ValueError("hard_negatives need hard_negatives_mask, (B, H, Lh), True for real tokens")
@@ -119,6 +116,11 @@ def maxsim_loss(
             raise ValueError(
                 f"hard_negatives must be (B, H, Lh, D) = ({batch}, H, Lh, {dim}), got {tuple(hard_negatives.shape)}"
             )
+    shard = local_shard(query_tokens, gather_across_devices)
+    q = l2_normalize(query_tokens, normalize)  # (b, Lq, D): only this process's queries are scored
+    docs, masks = gather_tokens(l2_normalize(doc_tokens, normalize), doc_mask.bool(), shard)  # (N, Ld, D), (N, Ld)
+    if hard_negatives is not None:
+        assert hard_negatives_mask is not None
         negatives, negatives_mask = gather_tokens(
             l2_normalize(hard_negatives, normalize), hard_negatives_mask.bool(), shard
         )  # (N, H, Lh, D), (N, H, Lh)
