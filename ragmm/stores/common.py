@@ -1,8 +1,5 @@
-"""What both store backends share: spec checks, vector conversion and their error messages.
-
-The Qdrant filter types differ between Qdrant Edge and qdrant-client, so each backend
-converts :class:`~ragmm.protocols.Where` itself; everything here is backend-free.
-"""
+"""Backend-free checks shared by the store facade and ``ragmm sync``: collection names, specs,
+vectors, and their error messages."""
 
 from __future__ import annotations
 
