@@ -263,8 +263,14 @@ def _positive_clip(points: list[Any], q: BenchQuery) -> Any:
 
 def fit_head(store_path: Path, queries: list[BenchQuery], text_encoder: Any, query_head: bool, steps: int = 300, seed: int = 0) -> Any:
     """Fit ``modality-aware``'s scales and offsets (and, with ``query_head``, ``W q + c``) with
-    CLaMR's loss on the train split: each query against every clip, its answering clip positive,
-    its target modality the modality label."""
+    CLaMR's loss on the train split.
+
+    Each step takes one query per video (so the in-batch negatives are other videos' clips),
+    its answering clip as the positive and its target modality as the modality label. The
+    affine map is written into the embeddings so that :func:`clamr_loss` itself scores it: rows
+    of modality ``m`` become ``[a_m r, b_m, e_m]`` and the query ``[q, 1, g(q)]``, whose dot
+    product is ``a_m q.r + b_m + g_m(q)`` (``normalize=False``).
+    """
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -275,6 +281,7 @@ def fit_head(store_path: Path, queries: list[BenchQuery], text_encoder: Any, que
     from ragmm.training.losses.clamr import clamr_loss
 
     torch.manual_seed(seed)
+    rng = random.Random(seed)
     store = EdgeStore(store_path)
     points = list(store.scroll(CLIP, with_vectors=True))
     store.close()
@@ -291,35 +298,34 @@ def fit_head(store_path: Path, queries: list[BenchQuery], text_encoder: Any, que
     index = {p.id: n for n, p in enumerate(points)}
     positives = torch.tensor([index[_positive_clip(points, q).id] for q in queries])
     labels = torch.tensor([MODALITIES.index(q.modality) for q in queries])
-    qv = torch.from_numpy(np.asarray(text_encoder.encode_query([q.text for q in queries]), np.float32))  # (B, D)
+    qv = torch.from_numpy(np.asarray(text_encoder.encode_query([q.text for q in queries]), np.float32))  # (Q, D)
+    by_video: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        by_video.setdefault(q.video, []).append(i)
     alpha, offset = torch.zeros(M, requires_grad=True), torch.zeros(M, requires_grad=True)
     weight, bias = torch.zeros(M, D, requires_grad=query_head), torch.zeros(M, requires_grad=query_head)
-    params = [alpha, offset] + ([weight, bias] if query_head else [])
-    opt = torch.optim.Adam(params, lr=0.05)
-    onehot = torch.eye(M)
+    opt = torch.optim.Adam([alpha, offset] + ([weight, bias] if query_head else []), lr=0.05)
+    extra_ids = torch.eye(M)
+
+    def scales() -> torch.Tensor:
+        return F.softplus(alpha) / F.softplus(torch.zeros(()))  # a_m > 0, 1 at the start
+
     for _ in range(steps):
-        scale = F.softplus(alpha) / F.softplus(torch.zeros(()))  # a_m > 0, 1 at the start
-        # a_m q.r + b_m + g_m(q) as one dot product: rows [a_m r, b_m, e_m], query [q, 1, g(q)].
-        extra = torch.cat([offset[:, None], onehot], dim=1)  # (M, 1 + M)
-        rows = torch.cat([items * scale[None, :, None, None], extra[None, :, None, :].expand(len(points), M, L, 1 + M)], dim=-1)  # (N, M, L, D')
-        g = qv @ weight.T + bias  # (B, M)
-        query = torch.cat([qv, torch.ones(len(queries), 1), g], dim=1)[:, None, :]  # (B, 1, D')
-        loss = torch.zeros(())
-        for b in range(len(queries)):
-            pos = int(positives[b])
-            negatives = [n for n in range(len(points)) if points[n].payload["source"] != queries[b].video]
-            loss = loss + clamr_loss(
-                query[b : b + 1], rows[pos : pos + 1], labels[b : b + 1],
-                query_mask=torch.ones(1, 1, dtype=torch.bool), item_mask=mask[pos : pos + 1],
-                hard_negatives=rows[negatives][None], hard_negatives_mask=mask[negatives][None],
-                scale=20.0, normalize=False,
-            )  # fmt: skip
-        loss = loss / len(queries) + (1e-3 * weight.pow(2).sum() if query_head else 0.0)
+        batch = torch.tensor([rng.choice(ids) for ids in by_video.values()])  # (B,) one query per video
+        pos = positives[batch]
+        extra = torch.cat([offset[:, None], extra_ids], dim=1)  # (M, 1 + M)
+        rows = torch.cat([items[pos] * scales()[None, :, None, None], extra[None, :, None, :].expand(len(batch), M, L, 1 + M)], dim=-1)  # (B, M, L, D')
+        g = qv[batch] @ weight.T + bias  # (B, M)
+        query = torch.cat([qv[batch], torch.ones(len(batch), 1), g], dim=1)[:, None, :]  # (B, 1, D')
+        loss = clamr_loss(
+            query, rows, labels[batch], query_mask=torch.ones(len(batch), 1, dtype=torch.bool), item_mask=mask[pos], scale=20.0, normalize=False
+        )
+        if query_head:
+            loss = loss + 1e-3 * weight.pow(2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    scale = (F.softplus(alpha) / F.softplus(torch.zeros(()))).detach().numpy()
-    return ModalityHead(scale, offset.detach().numpy(), weight.detach().numpy(), bias.detach().numpy())
+    return ModalityHead(scales().detach().numpy(), offset.detach().numpy(), weight.detach().numpy(), bias.detach().numpy())
 
 
 def evaluate_strategies(store_path: Path, queries: list[BenchQuery], encoders: dict[str, Any], heads: dict[str, Any]) -> dict[str, Any]:
@@ -396,7 +402,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run_eval(data: Path, out: Path) -> dict[str, Any]:
+def run_eval(data: Path, out: Path, reuse: bool = False) -> dict[str, Any]:
     from ragmm.encoders.image_text import ImageTextEncoder
     from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
 
@@ -404,7 +410,12 @@ def run_eval(data: Path, out: Path) -> dict[str, Any]:
     encoders = {"text": SentenceTransformerEncoder(), "image": ImageTextEncoder(ImageTextEncoder.Config())}
     timings = {}
     for split in ("train", "test"):
+        done = out / f"index-{split}.json"  # written last: a store without it is incomplete
+        if reuse and done.exists():
+            timings[split] = json.loads(done.read_text())
+            continue
         timings[split] = index_split(data / split, out / f"store-{split}", encoders)
+        done.write_text(json.dumps(timings[split]))
         print(f"indexed {split}: {timings[split]}", file=sys.stderr)
     train_queries = load_queries(data / "train")
     heads = {
@@ -436,11 +447,12 @@ def main(argv: list[str] | None = None) -> None:
     e = sub.add_parser("eval", help="index both splits, fit the modality-aware head on train, evaluate every strategy on test")
     e.add_argument("--data", type=Path, default=Path("data/videobench"))
     e.add_argument("--out", type=Path, default=Path("eval/videobench"))
+    e.add_argument("--reuse", action="store_true", help="keep the stores a finished earlier run indexed")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(json.dumps(build(args.out, args.videos, args.seed)))
         return
-    report = run_eval(args.data, args.out)
+    report = run_eval(args.data, args.out, args.reuse)
     for name, r in report["strategies"].items():
         o = r["overall"]
         print(f"{name:22s} nDCG@10 {o['ndcg@10']:.3f}  R@1 {o['recall@1']:.3f}  R@5 {o['recall@5']:.3f}  span {r['span_hit_rate']:.3f}  "
