@@ -19,6 +19,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -406,14 +407,28 @@ def _check_question(question: str, settings: ServeSettings) -> None:
         raise HTTPException(422, f"question: {len(question)} characters, over the server's limit of {settings.max_question_chars}; raise [serve] max_question_chars")
 
 
+# A RAG prompt sent by another framework (ragmm's own `openai` generator, LlamaIndex, LangChain)
+# puts its context first and the question on a line of its own: that line is what to retrieve
+# with, as the whole prompt shares too few words with any one passage.
+_QUESTION_LINE = re.compile(r"^\s*(?:question|query)\s*(?:\([^)]*\))?\s*:\s*(\S.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def question_of(text: str) -> str:
+    """The question in a user message: its last ``Question: ...`` (or ``Query: ...``) line
+    when it has one, else the whole message."""
+    found = _QUESTION_LINE.findall(text)
+    return found[-1].strip() if found else text
+
+
 def _last_user_message(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """The text (and first image, as a data URL) of the last user message."""
+    """The question (see :func:`question_of`) and first image, as a data URL, of the last user
+    message."""
     for message in reversed(messages):
         if message.get("role") != "user":
             continue
         content = message.get("content")
         if isinstance(content, str):
-            return content, None
+            return question_of(content), None
         texts, image = [], None
         for part in content or []:
             if part.get("type") == "text":
@@ -423,7 +438,7 @@ def _last_user_message(messages: list[dict[str, Any]]) -> tuple[str, str | None]
                 url = url.get("url") if isinstance(url, dict) else url
                 if isinstance(url, str) and url.startswith("data:"):
                     image = url
-        return "".join(texts), image
+        return question_of("".join(texts)), image
     raise HTTPException(422, "messages: no message with role 'user'; the last user message is the question")
 
 

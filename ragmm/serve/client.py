@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ragmm.errors import RagmmError
-from ragmm.serve.settings import DEFAULT_PORT, SERVER_ENV, TOKEN_ENV
+from ragmm.serve import DEFAULT_PORT, SERVER_ENV, TOKEN_ENV
 from ragmm.serve.wire import answer_from_wire, hit_from_wire, trace_from_wire
 from ragmm.types import Answer, CorpusInfo, Hit, Trace
 

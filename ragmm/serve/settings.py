@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Not 8000: that is where vLLM and most OpenAI-compatible servers listen by default.
-DEFAULT_PORT = 8337
-TOKEN_ENV = "RAGMM_TOKEN"
-SERVER_ENV = "RAGMM_SERVER"
+from ragmm.serve import DEFAULT_PORT
 
 
 class ServeSettings(BaseModel):

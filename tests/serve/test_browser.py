@@ -94,7 +94,7 @@ def test_ask_on_the_page(demo_server, browser, tmp_path):
     src = video.get_attribute("src")
     assert "/media/videos/garden_club.mp4#t=" in src
     start = float(src.rsplit("#t=", 1)[1])
-    wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1", video))
+    wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 2 && !arguments[0].seeking", video))  # the frame at that second is shown
     assert abs(browser.execute_script("return arguments[0].currentTime", video) - start) < 0.5
     assert browser.find_elements(By.CSS_SELECTOR, "#trace li")  # the route and search steps
 

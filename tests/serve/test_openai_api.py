@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ragmm.generation.openai_chat import EndpointError, OpenAIChatGenerator
+from ragmm.serve.app import question_of
 from ragmm.types import Hit, Item, Query
 
 Q = "Who walked on the Moon first?"
@@ -23,7 +24,7 @@ def test_chat_completion_answers_with_rag_and_cites(client):
     data = r.json()
     assert r.status_code == 200 and data["object"] == "chat.completion" and data["choices"][0]["finish_reason"] == "stop"
     content = data["choices"][0]["message"]["content"]
-    assert "Armstrong" in content and "[1]" in content and "Sources:\n[1] docs/moon_landing.html" in content
+    assert "Moon" in content and "[1]" in content and "Sources:\n[1] docs/moon_landing.html" in content
     assert data["ragmm"]["citations"][0]["source"] == "docs/moon_landing.html" and len(data["ragmm"]["evidence"]) == 2
 
 
@@ -36,7 +37,7 @@ def test_chat_completion_streams_server_sent_events(client):
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert "Armstrong" in text and "Sources:" in text
+    assert "Moon" in text and "Sources:" in text
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["ragmm"]["citations"]
 
 
@@ -45,17 +46,25 @@ def test_chat_completion_needs_a_user_message(client):
     assert r.status_code == 422 and "role 'user'" in r.json()["error"]["message"]
 
 
-def test_openai_generator_against_ragmm_serve(live_server):
-    """The `openai` generator streams an answer from ragmm's server over HTTP; the server
-    answers the generator's question (with its evidence) by RAG over its own store."""
+def test_openai_generator_against_ragmm_serve(live_server, small_pipe):
+    """The `openai` generator streams an answer from ragmm's server over HTTP. The server
+    answers the generator's prompt by RAG over its own store: the prompt's ``Question:`` line
+    is the question."""
     gen = OpenAIChatGenerator(OpenAIChatGenerator.Config(base_url=live_server.url + "/v1", model="ragmm", images=False))
     item = Item(corpus="paragraph", source="notes.txt", text="Neil Armstrong was the first person to walk on the Moon, in July 1969.")
-    pieces = list(gen.stream(Query(Q), [Hit(item, 0.9)]))
-    text = "".join(p for p in pieces[:-1])
-    answer = pieces[-1]
-    assert len(pieces) > 2 and "Armstrong" in text  # streamed in several pieces
-    assert "Armstrong" in answer.text and answer.generator == "openai"
-    assert answer.citations and answer.citations[0].hit.item.source == "notes.txt"
+    pieces = list(gen.stream(Query("What was Apollo 11?"), [Hit(item, 0.9)]))
+    text, answer = "".join(pieces[:-1]), pieces[-1]
+    served = small_pipe.ask("What was Apollo 11?")
+    assert len(pieces) > 2 and text.startswith(served.text) and "Sources:\n[1] docs/moon_landing.html" in text  # streamed in pieces
+    assert answer.generator == "openai" and "Apollo 11" in answer.text
+    assert [c.hit.item.source for c in answer.citations] == ["notes.txt"]  # the server's [2], [3] are not the caller's evidence
+
+
+def test_question_of_a_rag_prompt():
+    assert question_of("Who designed the lens?") == "Who designed the lens?"
+    prompt = "Evidence:\n[1] (a.txt) Question: is this evidence?\n\nQuestion: Who designed the lens?\nAnswer briefly, citing [1]."
+    assert question_of(prompt) == "Who designed the lens?"
+    assert question_of("Context: ...\nquery (about this image):  what is it?") == "what is it?"
 
 
 def test_openai_generator_reports_the_servers_refusal(live_server):
