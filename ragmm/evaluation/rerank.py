@@ -48,6 +48,8 @@ class RerankReport:
     n_queries: int
     arms: dict[str, ArmScores] = field(default_factory=dict)
     ms_rerank_per_query: float = 0.0
+    # Adaptive up-to-k at other thresholds, from the same relevancies: threshold -> scores.
+    sweep: dict[str, ArmScores] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +127,9 @@ def evaluate_rerank(
     kept: dict[str, list[list[str]]] = {a: [] for a in ARMS}
     abstain: dict[str, list[bool]] = {a: [] for a in ARMS}
     relevant: list[set[str]] = []
+    sweep_at = [round(0.1 * i, 1) for i in range(1, 10)]
+    swept: dict[float, list[list[str]]] = {t: [] for t in sweep_at}
+    swept_abstain: dict[float, list[bool]] = {t: [] for t in sweep_at}
     seconds = 0.0
     for qi, q in enumerate(tqdm(rows, desc=f"rerank ({name})", disable=not progress)):
         rel = {d for d, r in judged[q["id"]].items() if r > 0}
@@ -149,11 +154,21 @@ def evaluate_rerank(
                     kept[arm].append(ids)
                 else:
                     abstain[arm].append(not ids)
+            for t in sweep_at:
+                ids = [h.item.source for h in select(hits, relevancy, k, t)]
+                if answerable:
+                    swept[t].append(ids)
+                else:
+                    swept_abstain[t].append(not ids)
     report = RerankReport(dataset=str(queries.parent), reranker=name, k=k, candidates=candidates, threshold=float(reranker.threshold), n_queries=len(rows))
     for arm in ARMS:
         scores = score_arm(kept[arm], relevant)
         scores.abstain_unanswerable = sum(abstain[arm]) / max(len(abstain[arm]), 1)
         report.arms[arm] = scores
+    for t in sweep_at:
+        scores = score_arm(swept[t], relevant)
+        scores.abstain_unanswerable = sum(swept_abstain[t]) / max(len(swept_abstain[t]), 1)
+        report.sweep[f"{t:.1f}"] = scores
     report.ms_rerank_per_query = 1000 * seconds / max(2 * len(rows), 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")

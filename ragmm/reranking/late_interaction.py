@@ -9,6 +9,7 @@ multi-vector checkpoint (``model``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,29 @@ class LateInteractionReranker(CalibratedReranker):
         calibration: str | None = Field(None, description="calibration.json; None = the model folder's, or the shipped one for all-MiniLM-L6-v2 tokens")
         threshold: float | None = Field(None, ge=0, le=1, description="least calibrated relevancy kept; None = the one chosen on the dev split")
 
-    def __init__(self, encode: Callable[[Sequence[str], bool], list[Any]], calibration: Calibration, threshold: float | None = None, scorer: str = "") -> None:
+    def __init__(
+        self, encode: Callable[[Sequence[str], bool], list[Any]], calibration: Calibration, threshold: float | None = None, scorer: str = "", cache_size: int = 4096
+    ) -> None:
         super().__init__(calibration, threshold)
         self._encode = encode
         self.scorer = scorer
+        # The same items come back across queries (and across the agent loop's retries): their
+        # token vectors are kept, most recently used last.
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self.cache_size = cache_size
+
+    def item_vectors(self, texts: Sequence[str]) -> list[Any]:
+        """(T, D) token vectors per item text, from the cache when seen recently."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        for text, vecs in zip(missing, self._encode(missing, False) if missing else [], strict=True):
+            self._cache[text] = vecs
+        out = []
+        for t in texts:
+            self._cache.move_to_end(t)
+            out.append(self._cache[t])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
 
     @classmethod
     def from_config(cls, config: Config, encoders: Mapping[str, Any] | None = None, **_: Any) -> LateInteractionReranker:
@@ -125,5 +145,5 @@ class LateInteractionReranker(CalibratedReranker):
 
     def raw_scores(self, query: Query, items: Sequence[Item]) -> list[float]:
         q = self._encode([query.text], True)[0]
-        docs = self._encode([item_text(it) for it in items], False)
+        docs = self.item_vectors([item_text(it) for it in items])
         return [maxsim(q, d) for d in docs]

@@ -7,8 +7,8 @@ Kinds of items, each calibrated on its own:
 ``image``      an openclipart caption ("A full moon.") -> the text view an indexed image gets,
                its file-name title (``full_moon_dan_gerhards_01.png`` -> "full moon dan gerhards").
 
-For each query the positive is one pair; the negatives are one item the packaged
-all-MiniLM-L6-v2 ranks among the query's top ten (a hard negative: close, wrong) and one at
+For each query the positive is one pair; the negatives are three items the packaged
+all-MiniLM-L6-v2 ranks among the query's top ten (hard negatives: close, wrong) and one at
 random. Rows are split by query (crc32): one in five goes to ``dev.jsonl``, for calibration and
 the threshold; the rest to ``train.jsonl``.
 
@@ -65,8 +65,12 @@ def clipart_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
     return pairs[:n]
 
 
-def mine(pairs: list[tuple[str, str]], kind: str, encoder: object, rng: random.Random, depth: int = 10) -> list[Pair]:
-    """Positive, one hard negative from the dense top ``depth``, one random negative, per query."""
+def mine(pairs: list[tuple[str, str]], kind: str, encoder: object, rng: random.Random, depth: int = 10, hard: int = 3) -> list[Pair]:
+    """Positive, ``hard`` hard negatives from the dense top ``depth``, one random negative, per query.
+
+    Mostly hard negatives, because a reranker sees the retriever's candidates: items close to
+    the query, most of them wrong. Calibrated on such rows, its probabilities hold for them.
+    """
     import numpy as np
 
     queries = [q for q, _ in pairs]
@@ -78,8 +82,8 @@ def mine(pairs: list[tuple[str, str]], kind: str, encoder: object, rng: random.R
     for i, (query, text) in enumerate(pairs):
         order = [int(j) for j in np.argsort(-sims[i])[: depth + 1] if j != i and texts[j] != text]
         out.append(Pair(query, text, 1, kind))
-        if order:
-            out.append(Pair(query, texts[rng.choice(order[:depth])], 0, kind))
+        for j in rng.sample(order[:depth], min(hard, len(order[:depth]))):
+            out.append(Pair(query, texts[j], 0, kind))
         j = rng.randrange(len(texts))
         if texts[j] != text:
             out.append(Pair(query, texts[j], 0, kind))
@@ -133,7 +137,7 @@ def write(out: Path, per_kind: int = 1500, seed: int = 0) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/rerank"))
-    ap.add_argument("--per-kind", type=int, default=1500, help="queries per kind of item (three pairs each)")
+    ap.add_argument("--per-kind", type=int, default=1500, help="queries per kind of item (five pairs each)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     print(json.dumps(write(args.out, args.per_kind, args.seed)))
