@@ -12,17 +12,17 @@ from ragmm.cli.common import ConfigOpt, quiet_libraries, user_errors
 
 @user_errors
 def serve(
-    host: Annotated[str | None, typer.Option(help="address to bind (default: [serve] host, 127.0.0.1); any other than loopback needs --token")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: [serve] port, 8337)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind (default: the config's serve.host, 127.0.0.1); any other than loopback needs --token")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: the config's serve.port, 8337)")] = None,
     token: Annotated[str | None, typer.Option(envvar="RAGMM_TOKEN", show_envvar=True, help="secret for /index, and for every API call on a public bind (or $RAGMM_TOKEN)")] = None,
-    generator: Annotated[str | None, typer.Option("--generator", help="answer with this generator instead of [generator]")] = None,
+    generator: Annotated[str | None, typer.Option("--generator", help="answer with this generator instead of the config's")] = None,
     config: ConfigOpt = None,
-    store: Annotated[Path | None, typer.Option("--store", help="embedded store folder (overrides [store] path)")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="embedded store folder (overrides the config's store.path)")] = None,
 ) -> None:
     """Serve the corpora warm: ragmm's API, an OpenAI-compatible /v1/chat/completions, and a web page at /.
 
     Models load once, before the first request. `ragmm ask` finds the server on this port when
-    it serves the same store (or when [serve] url / $RAGMM_SERVER names it).
+    it serves the same store (or when the config's serve.url or $RAGMM_SERVER names it).
     """
     quiet_libraries()
     import uvicorn

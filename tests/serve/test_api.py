@@ -85,3 +85,13 @@ def test_page_is_served(client):
     r = client.get("/")
     assert r.status_code == 200 and '<form id="ask">' in r.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_query_image_in_the_body(client):
+    import base64
+
+    data = base64.b64encode((EXAMPLES / "images" / "apiary_notice.png").read_bytes()).decode()
+    got = client.post("/retrieve", json={"question": "What is this?", "k": 2, "image": f"data:image/png;base64,{data}"}).json()
+    assert got["hits"][0]["source"] == "docs/images/apiary_notice.png"  # the same picture, found by its pixels
+    r = client.post("/retrieve", json={"question": "What is this?", "image": "not base64!"})
+    assert r.status_code == 400 and "base64" in r.json()["error"]["message"]
