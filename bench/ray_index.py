@@ -19,7 +19,7 @@ Figures: items/s (paragraph and document items written / wall seconds of the cal
 paragraph items/s; every run's points are checked to be the same (ids) as the first run's.
 
 Usage:
-    .venv/bin/python bench/ray_index.py                # 48 files x 20 paragraphs
+    .venv/bin/python bench/ray_index.py                # 40 files x 20 paragraphs (about 15 min on 2 busy cores)
     .venv/bin/python bench/ray_index.py --files 12     # smoke run
 """
 
@@ -42,7 +42,7 @@ from synthetic import write_corpus
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--files", type=int, default=48, help="source files in the corpus")
+    p.add_argument("--files", type=int, default=40, help="source files in the corpus")
     p.add_argument("--paragraphs", type=int, default=20, help="paragraphs per file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="[ray] batch_size: sources per encode call")

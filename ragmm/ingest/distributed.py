@@ -72,7 +72,8 @@ def index_with_ray(
     """Index every supported file under ``paths`` on Ray (see the module docstring).
 
     Joins the cluster at ``address`` (else ``[ray] address``; else ``RAY_ADDRESS``; else a
-    new local Ray, shut down at the end). When Ray is already initialised in this process,
+    new local Ray, shut down at the end) once the driver has found files to read: a run with
+    nothing new or changed never starts Ray. When Ray is already initialised in this process,
     that instance is used and left running.
 
     Args:
@@ -92,13 +93,7 @@ def index_with_ray(
         import ray
     except ImportError:
         raise ConfigError(RAY_MISSING) from None
-    settings = pipe.config.ray
-    started = _connect(ray, address or settings.address, settings)
-    try:
-        return _run(ray, pipe, list(paths), corpus_root, progress, settings)
-    finally:
-        if started:
-            ray.shutdown()
+    return _run(ray, pipe, list(paths), corpus_root, progress, address or pipe.config.ray.address)
 
 
 def _connect(ray: Any, address: str | None, settings: RaySettings) -> bool:
@@ -115,10 +110,11 @@ def _connect(ray: Any, address: str | None, settings: RaySettings) -> bool:
     return True
 
 
-def _run(ray: Any, pipe: Pipeline, paths: list[Any], corpus_root: Any, progress: bool, settings: RaySettings) -> IndexReport:
+def _run(ray: Any, pipe: Pipeline, paths: list[Any], corpus_root: Any, progress: bool, address: str | None) -> IndexReport:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    settings = pipe.config.ray
     indexer = pipe.indexer  # the store, the ledger and the readers (their encoders load lazily, never here)
     root = Path(corpus_root) if corpus_root is not None else None
     report = IndexReport()
@@ -142,7 +138,8 @@ def _run(ray: Any, pipe: Pipeline, paths: list[Any], corpus_root: Any, progress:
             continue
         previous[key] = prev
         todo.append(_Todo(str(f.path.absolute()), key, reader.modality, digest))
-    if todo:
+    if todo:  # Ray is joined (or started) only when there is something to read
+        started = _connect(ray, address, settings)
         ready: set[str] = set()  # modalities whose collections exist and match
         bar = tqdm(total=len(todo), unit="file", desc="indexing on ray", disable=not progress, dynamic_ncols=True)
         try:
@@ -161,6 +158,8 @@ def _run(ray: Any, pipe: Pipeline, paths: list[Any], corpus_root: Any, progress:
         finally:
             bar.close()
             indexer.store.flush()
+            if started:
+                ray.shutdown()
     if report.files_indexed:
         indexer.store.optimize()
     report.seconds = time.perf_counter() - t0

@@ -19,11 +19,9 @@ import binascii
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -42,6 +40,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ragmm.errors import RagmmError
 from ragmm.ingest.ledger import LEDGER
 from ragmm.serve.guards import BodyLimit, MediaFiles, RateLimiter, is_loopback, media_path, token_matches
+from ragmm.serve.openai_api import add_openai_routes
 from ragmm.serve.settings import ServeSettings
 from ragmm.serve.wire import answer_to_wire, hit_to_wire
 from ragmm.types import Answer, Hit, Query
@@ -49,7 +48,6 @@ from ragmm.types import Answer, Hit, Query
 log = logging.getLogger("ragmm.serve")
 
 STATIC = Path(__file__).parent / "static"
-MODEL_ID = "ragmm"
 # Paths that neither need a token nor count against the rate limit: the page, its files, the
 # liveness probe. Media need the token on a public bind (a cookie, as <img> sends no header).
 _OPEN = ("/", "/health", "/favicon.ico")
@@ -74,18 +72,6 @@ class IndexRequest(BaseModel):
 
     paths: list[str] = Field(min_length=1)
     corpus_root: str | None = None
-
-
-class ChatRequest(BaseModel):
-    """``POST /v1/chat/completions``: OpenAI's request; sampling fields are accepted and
-    ignored (the configured generator decides), ``k`` is ragmm's own."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = MODEL_ID
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    k: int | None = Field(None, gt=0, le=100)
 
 
 class Worker:
@@ -287,54 +273,13 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None, token: str 
             raise HTTPException(404, f"{source}: not an indexed image or video; media are served only from indexed sources")
         return FileResponse(path)
 
-    @app.get("/v1/models")
-    def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "ragmm"}]}
-
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Any:
-        question, image = _last_user_message(body.messages)
-        _check_question(question, settings)
-        pieces = worker.stream(_asking(pipeline, question, body.k, None, image))
-        created, cid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        if not body.stream:
-            answer = [p async for p in pieces if isinstance(p, Answer)][-1]
-            return {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text + _sources(answer)}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                "ragmm": wire_answer(answer),
-            }
-        first = await anext(pieces)
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            event = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-            return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
-
-        async def events() -> AsyncIterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""})
-            piece = first
-            while True:
-                if isinstance(piece, Answer):
-                    sources = _sources(piece)
-                    if sources:
-                        yield chunk({"content": sources})
-                    yield chunk({}, "stop", ragmm=wire_answer(piece))
-                else:
-                    yield chunk({"content": piece})
-                try:
-                    piece = await anext(pieces)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:  # noqa: BLE001 - OpenAI's in-stream error shape
-                    yield f"data: {json.dumps({'error': {'message': _stream_error(exc), 'type': 'server_error'}})}\n\n".encode()
-                    break
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    add_openai_routes(
+        app,
+        lambda question, k, image: worker.stream(_asking(pipeline, question, k, None, image)),
+        wire_answer,
+        lambda question: _check_question(question, settings),
+        _stream_error,
+    )
 
     if not public:
         # Loopback only: a browser page on another site that resolves its own name to
@@ -405,49 +350,6 @@ def _check_question(question: str, settings: ServeSettings) -> None:
         raise HTTPException(422, "question: empty; send the question as text")
     if len(question) > settings.max_question_chars:
         raise HTTPException(422, f"question: {len(question)} characters, over the server's limit of {settings.max_question_chars}; raise [serve] max_question_chars")
-
-
-# A RAG prompt sent by another framework (ragmm's own `openai` generator, LlamaIndex, LangChain)
-# puts its context first and the question on a line of its own: that line is what to retrieve
-# with, as the whole prompt shares too few words with any one passage.
-_QUESTION_LINE = re.compile(r"^\s*(?:question|query)\s*(?:\([^)]*\))?\s*:\s*(\S.*)$", re.IGNORECASE | re.MULTILINE)
-
-
-def question_of(text: str) -> str:
-    """The question in a user message: its last ``Question: ...`` (or ``Query: ...``) line
-    when it has one, else the whole message."""
-    found = _QUESTION_LINE.findall(text)
-    return found[-1].strip() if found else text
-
-
-def _last_user_message(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """The question (see :func:`question_of`) and first image, as a data URL, of the last user
-    message."""
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return question_of(content), None
-        texts, image = [], None
-        for part in content or []:
-            if part.get("type") == "text":
-                texts.append(str(part.get("text", "")))
-            elif part.get("type") == "image_url" and image is None:
-                url = part.get("image_url")
-                url = url.get("url") if isinstance(url, dict) else url
-                if isinstance(url, str) and url.startswith("data:"):
-                    image = url
-        return question_of("".join(texts)), image
-    raise HTTPException(422, "messages: no message with role 'user'; the last user message is the question")
-
-
-def _sources(answer: Answer) -> str:
-    """The cited evidence as lines a chat UI shows under the answer."""
-    if not answer.citations:
-        return ""
-    lines = [f"[{c.n}] {c.hit.item.source} ({c.hit.item.locator})" for c in answer.citations]
-    return "\n\nSources:\n" + "\n".join(lines)
 
 
 def _line(data: dict[str, Any]) -> bytes:

@@ -71,9 +71,10 @@ class RagmmClient:
         try:
             conn.request(method, self.prefix + path, body=data, headers=headers)
             response = conn.getresponse()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # refused, timed out, or not speaking HTTP
             conn.close()
-            raise ServerError(f"{self.url}: cannot reach the ragmm server ({exc.__class__.__name__}: {exc}); is `ragmm serve` running?") from None
+            why = " ".join(str(exc).split())
+            raise ServerError(f"{self.url}: cannot reach the ragmm server ({exc.__class__.__name__}: {why}); is `ragmm serve` running?") from None
         if response.status >= 400:
             message = _error_message(response.read())
             conn.close()

@@ -80,3 +80,49 @@ def test_serve_refuses_a_public_bind_without_a_token(monkeypatch, tmp_path):
     monkeypatch.delenv("RAGMM_TOKEN", raising=False)
     res = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
     assert res.exit_code == 1 and "give --token or set $RAGMM_TOKEN" in res.output
+
+
+def test_find_server_passes_over_other_services(tmp_path, monkeypatch):
+    """Something else on the port (not HTTP, or HTTP but not ragmm): answer in process."""
+    import socket
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAGMM_SERVER", raising=False)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    replies = [b"SSH-2.0-OpenSSH_9.2\r\n", b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"status":"ok"}']
+
+    def answer():
+        for reply in replies:
+            conn, _ = listener.accept()
+            conn.recv(4096)
+            conn.sendall(reply)
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    (tmp_path / "ragmm.toml").write_text(f"[serve]\nport = {port}\n")
+    assert find_server() is None  # not HTTP
+    assert find_server() is None  # HTTP, but no ragmm /health
+    listener.close()
+
+
+def test_concurrent_asks_and_retrieves(live_server):
+    """Sixteen requests at once: every one answered, each as when asked alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = RagmmClient(live_server.url)
+    questions = [Q, "When can visitors come to the apiary?"]
+    alone = {q: client.ask(q, k=3).text for q in questions}
+
+    def one(i):
+        q = questions[i % 2]
+        if i % 4 == 3:
+            return q, client.retrieve(q, k=3)[0][0].item.source
+        return q, "".join(p for p in client.ask_stream(q, k=3) if isinstance(p, str))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(16)))
+    assert len(results) == 16
+    for i, (q, got) in enumerate(results):
+        assert got.endswith(("moon_landing.html", "apiary_notice.png")) if i % 4 == 3 else got == alone[q]

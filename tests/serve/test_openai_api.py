@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ragmm.generation.openai_chat import EndpointError, OpenAIChatGenerator
-from ragmm.serve.app import question_of
+from ragmm.serve.openai_api import question_of
 from ragmm.types import Hit, Item, Query
 
 Q = "Who walked on the Moon first?"
