@@ -98,7 +98,7 @@ def test_ray_run_gives_the_points_of_a_single_process_run(local_ray, single_proc
 
 
 @slow
-def test_interrupted_ray_run_resumes_without_duplicates_or_loss(local_ray, single_process, tmp_path):
+def test_interrupted_ray_run_resumes_without_duplicates_or_loss(local_ray, single_process):
     _, want, want_ledger = single_process
     with make_pipeline() as pipe:
         store = pipe.store
