@@ -120,7 +120,7 @@ class VideoReader:
         clip_seconds: float = Field(15.0, gt=1, description="target clip length; a clip ends at a pause or scene change within 30% of it")
         frame_rate: float = Field(0.5, gt=0, le=30, description="frames sampled per second of video")
         frame_side: int = Field(224, ge=32, description="sampled frames are kept at most this many pixels a side for the image encoder")
-        frame_change: float = Field(0.02, ge=0, le=1, description="a sampled frame is kept (and read by OCR) when this fraction of its thumbnail changed")
+        frame_change: float = Field(0.001, ge=0, le=1, description="a sampled frame is kept (and read by OCR) when this fraction of its 160x90 thumbnail changed (0.001: 15 pixels, one changed word on a slide)")
         scene_change: float = Field(0.3, gt=0, le=1, description="a change this large is a scene cut, a preferred clip boundary")
         max_frames_per_clip: int = Field(4, ge=0, description="frame rows per clip, spread over the clip")
         ocr: bool = Field(True, description="read on-screen text with rapidocr ([index] ocr must be on too)")
@@ -321,7 +321,8 @@ class _FrameSink:
             return
         self.next_t = t + 1.0 / self.c.frame_rate
         self.sampled += 1
-        thumb = frame.reformat(width=64, height=36, format="rgb24").to_ndarray().astype("int16")  # (36, 64, 3)
+        # 160x90 keeps a changed word on a slide visible (a digit at 720p is about 15 pixels here)
+        thumb = frame.reformat(width=160, height=90, format="rgb24").to_ndarray().astype("int16")  # (90, 160, 3)
         change = _changed(thumb, self._last_thumb)
         self._last_thumb = thumb
         self.changes.append((t, change))
