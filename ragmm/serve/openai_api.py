@@ -52,7 +52,7 @@ def add_openai_routes(
     """
 
     @app.get("/v1/models")
-    def models() -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "ragmm"}]}
 
     @app.post("/v1/chat/completions", response_model=None)
