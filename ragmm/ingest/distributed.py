@@ -118,26 +118,23 @@ def _run(ray: Any, pipe: Pipeline, paths: list[Any], corpus_root: Any, progress:
     indexer = pipe.indexer  # the store, the ledger and the readers (their encoders load lazily, never here)
     root = Path(corpus_root) if corpus_root is not None else None
     report = IndexReport()
-    todo: list[_Todo] = []
-    previous: dict[str, SourceRecord | None] = {}
+    found: list[_Todo] = []
     for f in walk(paths, indexer.suffixes()):
         report.files_seen += 1
         if f.error:
             report.skipped.append(SkippedFile(str(f.path), f.error))
             continue
         reader = indexer.by_suffix[f.path.suffix.lower()]
-        key = source_key(f.path, root)
         try:
             digest = _digest(f.path, reader, pipe.config.index.max_file_mb)
         except InputError as exc:
             report.skipped.append(SkippedFile(exc.path, exc.reason))
             continue
-        prev = indexer.ledger.get(key)
-        if prev is not None and prev.source_hash == digest:
-            report.files_unchanged += 1
-            continue
-        previous[key] = prev
-        todo.append(_Todo(str(f.path.absolute()), key, reader.modality, digest))
+        found.append(_Todo(str(f.path.absolute()), source_key(f.path, root), reader.modality, digest))
+    known = indexer.ledger.get_many([t.key for t in found])
+    todo = [t for t in found if t.key not in known or known[t.key].source_hash != t.digest]
+    report.files_unchanged += len(found) - len(todo)  # known by their hash: never parsed again
+    previous: dict[str, SourceRecord | None] = {t.key: known.get(t.key) for t in todo}
     if todo:  # Ray is joined (or started) only when there is something to read
         started = _connect(ray, address, settings)
         ready: set[str] = set()  # modalities whose collections exist and match

@@ -160,3 +160,15 @@ def test_without_ray_installed_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with Pipeline(load_config(None, OVERRIDES)) as pipe, pytest.raises(ConfigError, match=r"pip install 'ragmm\[ray\]'"):
         index_with_ray(pipe, [EXAMPLES], progress=False)
+
+
+def test_ledger_get_many_reads_records_in_batches():
+    from ragmm.ingest.ledger import Ledger, SourceRecord
+
+    with make_pipeline() as pipe:
+        ledger = Ledger(pipe.store)
+        assert ledger.get_many(["a.md"]) == {}  # no ledger collection yet
+        for key in ("a.md", "b.md", "c.md"):
+            ledger.mark_complete(SourceRecord(key, f"hash-{key}", {"paragraph": 2}))
+        got = ledger.get_many(["a.md", "missing.md", "b.md", "c.md"], batch=2)
+    assert {k: (r.source_hash, r.items) for k, r in got.items()} == {k: (f"hash-{k}", {"paragraph": 2}) for k in ("a.md", "b.md", "c.md")}
