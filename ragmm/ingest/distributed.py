@@ -137,6 +137,8 @@ def _run(ray: Any, pipe: Pipeline, paths: list[Any], corpus_root: Any, progress:
     previous: dict[str, SourceRecord | None] = {t.key: known.get(t.key) for t in todo}
     if todo:  # Ray is joined (or started) only when there is something to read
         started = _connect(ray, address, settings)
+        if not progress:  # Ray Data's own bars (or, off a terminal, a progress line every few seconds)
+            ray.data.DataContext.get_current().enable_progress_bars = False
         ready: set[str] = set()  # modalities whose collections exist and match
         bar = tqdm(total=len(todo), unit="file", desc="indexing on ray", disable=not progress, dynamic_ncols=True)
         try:
