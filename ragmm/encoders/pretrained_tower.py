@@ -20,7 +20,6 @@ Training with a frozen trunk and no augmentation reads pooled trunk features fro
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -104,6 +103,8 @@ class TrunkTower(InputModule):
         self.register_buffer("class_vectors", torch.zeros(1000, self.out_dim))
         self.words_weight = nn.Parameter(torch.tensor(1.0))
         self._cache: tuple[dict[str, int], Tensor] | None = None
+        # Training-time evaluation may read the per-image cache for paths it finds there.
+        self.read_cache = False
         self._names: list[str] | None = None
 
     # The config dict must say "trunk", not the attribute holding the module.
@@ -152,6 +153,10 @@ class TrunkTower(InputModule):
         if self._cache is not None and all(isinstance(x, str) and x in self._cache[0] for x in inputs):
             index, table = self._cache
             return {"pixel_values": table[[index[x] for x in inputs]].float()}  # (B, C)
+        if self.read_cache and self._frozen() and all(isinstance(x, str) for x in inputs):
+            files = [self._entry(self.cache_folder(), x) for x in inputs]
+            if all(f.is_file() for f in files):
+                return {"pixel_values": torch.from_numpy(np.stack([np.load(f) for f in files])).float()}  # (B, C)
         pixels = [torch.from_numpy(np.array(load_image(x, self.image_size))) for x in inputs]  # each (S, S, 3)
         return {"pixel_values": torch.stack(pixels).permute(0, 3, 1, 2).contiguous()}  # (B, 3, S, S)
 
@@ -192,46 +197,52 @@ class TrunkTower(InputModule):
 
     # -- the training feature cache -------------------------------------------------------------
 
-    def cache_features(self, paths: Sequence[str], batch_size: int = 64, folder: Path | None = None) -> Path:
+    def cache_folder(self) -> Path:
+        """Where this trunk's pooled features at this side are cached, one file per image."""
+        return cache_dir() / "features" / f"{self.trunk_name}-{self.image_size}"
+
+    def cache_features(self, paths: Sequence[str], batch_size: int = 32, folder: Path | None = None) -> int:
         """Compute (or read) the pooled trunk features of ``paths`` and serve them to
         :meth:`preprocess` from now on. Only valid for a frozen trunk without augmentation.
 
-        The cache file is keyed by the trunk, the image side and every path with its size and
-        modification time, so a changed image or setting computes afresh.
+        Each image's features are one small file named by a hash of its path, size and
+        modification time, so a changed image computes afresh, an interrupted run resumes, and
+        the development and evaluation images share the cache with the training ones.
 
         Returns:
-            The cache file.
+            How many images had to be computed (the rest were read).
         """
-        from safetensors.torch import load_file, save_file
-
-        if self.train_blocks or self.augment:
+        if not self._frozen():
             raise ValueError("the feature cache needs a frozen trunk (train_blocks = 0) and augment = false")
         paths = list(dict.fromkeys(paths))
-        key = hashlib.sha1(f"{self.trunk_name}|{self.image_size}".encode())
-        for p in paths:
-            st = os.stat(p)
-            key.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-        out = (folder or cache_dir() / "features") / f"{self.trunk_name}-{self.image_size}-{key.hexdigest()[:16]}.safetensors"
-        if out.is_file():
-            table = load_file(str(out))["features"]
-            log.info("trunk features of %d images read from %s", len(paths), out)
-        else:
-            log.info("computing trunk features of %d images (once; cached in %s)", len(paths), out)
-            rows = []
-            with torch.inference_mode():
-                for i in range(0, len(paths), batch_size):
-                    batch = self.preprocess(paths[i : i + batch_size])["pixel_values"]
-                    rows.append(self.trunk(scale_pixels(batch.to(self.class_vectors.device))).to(torch.float16).cpu())
-                    if (i // batch_size) % 20 == 0:
-                        log.info("trunk features: %d / %d images", min(i + batch_size, len(paths)), len(paths))
-            table = torch.cat(rows)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(f".tmp{os.getpid()}")
-            save_file({"features": table.contiguous()}, str(tmp))
-            tmp.replace(out)
-            (out.with_suffix(".json")).write_text(json.dumps(paths) + "\n", encoding="utf-8")
+        root = folder or self.cache_folder()
+        root.mkdir(parents=True, exist_ok=True)
+        files = [self._entry(root, p) for p in paths]
+        todo = [i for i, f in enumerate(files) if not f.is_file()]
+        if todo:
+            log.info("computing trunk features of %d of %d images (cached in %s)", len(todo), len(paths), root)
+        with torch.inference_mode():
+            for n, start in enumerate(range(0, len(todo), batch_size)):
+                rows = todo[start : start + batch_size]
+                batch = self.preprocess([paths[i] for i in rows])["pixel_values"]
+                pooled = self.trunk(scale_pixels(batch.to(self.class_vectors.device))).to(torch.float16).cpu().numpy()  # (b, C)
+                for i, vec in zip(rows, pooled, strict=True):
+                    tmp = files[i].with_suffix(f".tmp{os.getpid()}.npy")
+                    np.save(tmp, vec)
+                    tmp.replace(files[i])  # atomic: a reader sees the whole file or none
+                if n % 10 == 0:
+                    log.info("trunk features: %d / %d images", min(start + batch_size, len(todo)), len(todo))
+        table = torch.from_numpy(np.stack([np.load(f) for f in files])) if files else torch.zeros(0, self.trunk.dim, dtype=torch.float16)
         self._cache = ({p: i for i, p in enumerate(paths)}, table)
-        return out
+        return len(todo)
+
+    def _frozen(self) -> bool:
+        return not self.train_blocks and not self.augment
+
+    @staticmethod
+    def _entry(root: Path, path: str) -> Path:
+        st = os.stat(path)
+        return root / f"{hashlib.sha1(f'{path}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()[:24]}.npy"
 
     def drop_cache(self) -> None:
         """Read pixels again (after training)."""

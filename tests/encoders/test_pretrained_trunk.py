@@ -84,3 +84,17 @@ def test_trunk_tower_saves_only_what_trains_and_loads_back(tmp_path):
         a, b = tower(dict(feats)), loaded(dict(feats))
     torch.testing.assert_close(a["sentence_embedding"], b["sentence_embedding"])
     assert loaded.labels(a["trunk_logits"]) == tower.labels(b["trunk_logits"])
+
+
+@pytest.mark.slow
+def test_shipped_lite0_loads_by_name_and_labels_a_picture():
+    from ragmm.encoders.image_text import Lite0ImageTextEncoder
+    from ragmm.registry import registry
+
+    enc = registry.get("encoder", "ragmm-lite0")(Lite0ImageTextEncoder.Config(precision="fp32"))
+    assert enc.name == "ragmm-lite0" and enc.text_space is not None  # shares MiniLM's space
+    vecs, labels = enc.encode_document_with_labels([str(FIXTURE)])
+    assert vecs.shape == (1, 384) and abs(float(np.linalg.norm(vecs[0])) - 1) < 1e-5
+    assert "beacon" in labels[0]
+    query = enc.encode_query(["a lighthouse by the sea", "a plate of spaghetti"])
+    assert float(query[0] @ vecs[0]) > float(query[1] @ vecs[0])

@@ -84,3 +84,13 @@ def test_read_caption(tmp_path):
     (tmp_path / "apple.txt").write_text("A   red apple.\nfr: une pomme\n")
     assert tuxpaint.read_caption(tmp_path / "apple.png") == "A red apple."
     assert tuxpaint.read_caption(tmp_path / "pear.png") == ""
+
+
+def test_clipart_subsample_keeps_every_nth_row(tmp_path):
+    from ragmm.training.data.clipart import subsample
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(f'{{"caption": "c{i}", "image": "/x/{i}.png"}}\n' for i in range(10)))
+    out = subsample(train, 3)
+    assert out.name == "train-1in3.jsonl"
+    assert [json.loads(line)["caption"] for line in out.read_text().splitlines()] == ["c0", "c3", "c6", "c9"]

@@ -235,12 +235,27 @@ def write_dev(folder: Path, dev: dict[str, list[str]]) -> int:
     return len(dev)
 
 
+def subsample(train: Path, every: int) -> Path:
+    """Every ``every``-th row of ``train`` (in file order, so each source keeps its share) as
+    ``train-1in<every>.jsonl`` beside it: a smaller training set when a run must be short."""
+    out = train.with_name(f"train-1in{every}.jsonl")
+    with open(train, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
+        dst.writelines(line for i, line in enumerate(src) if i % every == 0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/clipart"))
     ap.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated subset of {', '.join(SOURCES)}")
     ap.add_argument("--size", type=int, default=128, help="side of the stored images in pixels")
+    ap.add_argument("--subsample", type=int, default=0, metavar="N", help="only write OUT/train-1inN.jsonl: every N-th row of an existing OUT/train.jsonl")
     args = ap.parse_args(argv)
+    if args.subsample:
+        if args.subsample < 2 or not (args.out / "train.jsonl").is_file():
+            sys.exit(f"error: --subsample needs N >= 2 and an existing {args.out / 'train.jsonl'} (build it first without --subsample)")
+        print(subsample(args.out / "train.jsonl", args.subsample))
+        return
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown or "openclipart" not in sources:

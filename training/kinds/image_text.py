@@ -164,7 +164,13 @@ class ImageTextDualEncoder:
     def eval_encoder(self, path: str | Path) -> Encoder:
         from ragmm.encoders.image_text import ImageTextEncoder
 
-        return ImageTextEncoder(ImageTextEncoder.Config(model=str(path), precision="fp32"))
+        from ragmm.encoders.image_text import image_tower
+
+        enc = ImageTextEncoder(ImageTextEncoder.Config(model=str(path), precision="fp32"))
+        tower = image_tower(enc.model) if type(enc.model[0]).__name__ == "Router" else None
+        if tower is not None and hasattr(tower, "read_cache"):
+            tower.read_cache = True  # frozen-trunk features already computed for these images are reused
+        return enc
 
 
 def memoize_text_tower(seq: Any) -> None:
