@@ -161,14 +161,16 @@ def _precision(choice: str) -> dict[str, bool]:
     """Trainer arguments for the configured precision."""
     import torch
 
-    on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}  # the Trainer refuses bf16 on CPU without it
+    # Without use_cpu the Trainer refuses bf16 on CPU, and under torchrun on CPU it runs every
+    # process as a separate single-process job (no DDP, each on the whole data set).
+    on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}
     if choice == "bf16":
         return {"bf16": True, **on_cpu}
     if choice == "fp16":
         return {"fp16": True, **on_cpu}
     if choice == "auto" and torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-    return {}
+    return on_cpu
 
 
 def _jsonl_logger(path: Path, batch: int) -> Any:
@@ -246,8 +248,10 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
     rows_loaded = len(ds)
     if mine:
         ds = mine_negatives(ds, model, cfg, progress)
+    # Under torchrun / accelerate every process trains the same weights; one saves and evaluates.
+    main_process = int(os.environ.get("RANK", "0")) == 0
     eval_before = None
-    if cfg.eval is not None and cfg.eval.before and not resume:
+    if cfg.eval is not None and cfg.eval.before and not resume and main_process:
         # Evaluate the model as built (a new image tower or ColBERT head included), saved as
         # the kind's checkpoint so the kind's own encoder loads it.
         initial = out / "eval" / "initial-model"
@@ -287,10 +291,11 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(out / "checkpoints") else None)
     seconds = time.perf_counter() - t0
-    model.save(str(out))
-    if (finalize := getattr(kind, "finalize", None)) is not None:
-        finalize(out, cfg)
-    eval_after = evaluate_model(str(out), cfg, out / "eval" / "after", "after", progress) if cfg.eval is not None else None
+    if main_process:
+        model.save(str(out))
+        if (finalize := getattr(kind, "finalize", None)) is not None:
+            finalize(out, cfg)
+    eval_after = evaluate_model(str(out), cfg, out / "eval" / "after", "after", progress) if cfg.eval is not None and main_process else None
     steps = trainer.state.global_step
     samples = int(result.metrics.get("train_samples_per_second", 0) * result.metrics.get("train_runtime", 0))
     res = TrainResult(
@@ -305,7 +310,8 @@ def train_retriever(cfg: TrainConfig, resume: bool = False, mine: bool = False, 
         log_file=str(log_file),
         extra={"base": identity, "loss": cfg.loss.type, "loss_options": cfg.loss.options(), "rows": len(ds), "rows_loaded": rows_loaded, "mined": mine, "temperature": getattr(loss, "temperature", None)},
     )
-    _write_card(out, cfg, res)
+    if main_process:
+        _write_card(out, cfg, res)
     return res
 
 

@@ -15,6 +15,9 @@ Against the single-process loss of the whole batch (float64), the test checks:
   log-scale equals the whole-batch gradient (it is averaged over processes, since the trainer's
   DDP wraps the model and not the loss);
 - switch: with ``gather_across_devices=False`` a process's CLIP loss is the loss of its shard alone.
+
+A last test runs ``ragmm train retriever`` under torchrun with two CPU processes (DDP over gloo,
+the gathering CLIP loss) and checks that the processes split the data.
 """
 
 from __future__ import annotations
@@ -262,3 +265,45 @@ def test_without_gathering_each_process_sees_only_its_shard(processes):
         assert processes[rank]["clip-local"][0] == pytest.approx(want, rel=1e-12)
     whole, _ = _run(_batch(clip), clip, gather=False)
     assert processes[0]["clip-local"][0] != pytest.approx(whole, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_split_the_data_and_train(tmp_path):
+    """`ragmm train retriever` under torchrun on CPU: real DDP with the gathering CLIP loss.
+
+    64 rows, batch 8 per process, 4 steps: one epoch only if the two processes take different
+    batches (one process, or two that each read the whole data set, log epoch 0.5).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "red blue green cat dog bird runs flies swims fast slow big small tree river sky sea".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(tmp_path / "hf")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(tmp_path / "hf")
+    modules = [models.Transformer(str(tmp_path / "hf"), max_seq_length=32), models.Pooling(32, "mean"), models.Normalize()]
+    SentenceTransformer(modules=modules).save(str(tmp_path / "st"))
+    rows = [{"query": f"{words[i % 17]} {words[(i * 7) % 17]}", "positive": f"{words[i % 17]} sky {i}"} for i in range(64)]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "train.toml").write_text(
+        f'output = "{tmp_path / "out"}"\n[model]\nbase = "{tmp_path / "st"}"\n[data]\ntrain = "train.jsonl"\n'
+        '[loss]\ntype = "clip"\ntemperature = 0.1\n[train]\nmax_steps = 4\nbatch_size = 8\nlearning_rate = 3e-3\n'
+        'warmup_ratio = 0.0\nsave_steps = 100\nlogging_steps = 1\nprecision = "fp32"\n'
+    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [*torchrun, "-m", "ragmm.cli.app", "train", "retriever", "--config", str(tmp_path / "train.toml")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert logs[-1]["epoch"] == pytest.approx(1.0)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
