@@ -38,7 +38,11 @@ def retrieval(
         raise ConfigError("give exactly one of --corpus-file FILE or --corpus NAME")
     overrides: dict = {"encoders": {}}
     if model:
-        overrides["encoders"]["text"] = {"type": "sentence-transformers", "model": model}
+        from ragmm.encoders.late_interaction import is_multivector_folder
+
+        # A late-interaction folder is searched as ragmm searches it: two-stage MaxSim.
+        kind = "late-interaction" if is_multivector_folder(model) else "sentence-transformers"
+        overrides["encoders"]["text"] = {"type": kind, "model": model}
     if image_model:
         overrides["encoders"]["image"] = {"type": "image-text", "model": image_model}
     if view is not None:

@@ -103,6 +103,12 @@ class LateInteractionEncoder(SentenceTransformerEncoder):
         return self._encode(inputs, "document", batch_size)
 
 
+def is_multivector_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a saved multi-vector (late-interaction) sentence-transformers model."""
+    folder = Path(path)
+    return folder.is_dir() and _read_json(folder / "config_sentence_transformers.json").get("model_type") in _MULTIVECTOR_MODEL_TYPES
+
+
 def _warn_if_not_multivector(load_from: str) -> None:
     """A local folder that is not a multi-vector save (a dense or bare Hugging Face checkpoint)
     loads with a freshly initialised projection: say so, as its scores mean nothing yet."""

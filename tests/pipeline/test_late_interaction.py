@@ -76,3 +76,10 @@ def test_token_pooling_stores_fewer_vectors(trained, corpus, tmp_path):
             pipe.index([corpus], corpus_root=corpus, progress=False)
             counts[pooling] = sum(len(p.vectors[TOKENS]) for p in pipe.store.scroll("paragraph", with_vectors=True))
     assert counts[2] < counts[1]
+
+
+def test_eval_recognises_a_late_interaction_folder(trained, tiny_bert):
+    from ragmm.encoders.late_interaction import is_multivector_folder
+
+    res, _, _ = trained
+    assert is_multivector_folder(res.output) and not is_multivector_folder(tiny_bert)
