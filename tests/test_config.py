@@ -69,8 +69,8 @@ def test_import_ragmm_is_light():
 
 def test_modalities_are_config_sections_merged_over_the_defaults():
     cfg = load_config(None, {"readers": {"image": {"type": "none"}}, "retrievers": {"text": {"type": "dense", "prefetch": 50}}})
-    assert set(cfg.readers) == {"text"}
-    assert set(cfg.retrievers) == {"text", "image"}
+    assert set(cfg.readers) == {"text", "video"}
+    assert set(cfg.retrievers) == {"text", "image", "video"}
     assert cfg.component_config("retriever", cfg.retrievers["text"], "retrievers.text").prefetch == 50
     assert "[retrievers.text]" in cfg.to_toml() and "[readers.text]" in cfg.to_toml()
 
