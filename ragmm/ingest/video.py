@@ -27,7 +27,6 @@ and metadata: that is logged once per file and recorded in the payload (``audio`
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -314,7 +313,7 @@ class _FrameSink:
         self.ocr_lines: list[tuple[float, str]] = []
         self._last_thumb: Any = None
         self._kept_thumb: Any = None
-        self._seen: list[str] = []
+        self._seen: set[str] = set()
 
     def add(self, frame: Any, t: float) -> None:
         if t + 1e-6 < self.next_t:
@@ -341,12 +340,13 @@ class _FrameSink:
                 self.ocr_lines.append((t, text))
 
     def _is_seen(self, text: str) -> bool:
-        """Whether ``text`` repeats an earlier OCR reading (up to recognition noise)."""
-        norm = " ".join(text.lower().split())
-        for seen in self._seen[-32:]:
-            if difflib.SequenceMatcher(None, norm, seen).ratio() > 0.9:
-                return True
-        self._seen.append(norm)
+        """Whether ``text`` repeats an earlier OCR reading (same letters and digits, any case or
+        punctuation). Near matches count as new: "Slide 1" and "Slide 2" differ by one character,
+        as a misread does, and only the slide change matters."""
+        norm = " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+        if norm in self._seen:
+            return True
+        self._seen.add(norm)
         return False
 
 

@@ -260,3 +260,12 @@ def test_long_video_rows_are_pooled_per_clip_and_modality():
     assert np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-5)
     expected = clips[0][0][:5].mean(axis=0)
     assert rows[0] == pytest.approx(expected / np.linalg.norm(expected), abs=1e-5)
+
+
+def test_on_screen_text_repeats_are_dropped_but_changed_numbers_kept():
+    from ragmm.ingest.video import _FrameSink
+
+    sink = _FrameSink(VideoReader.Config(), ocr=None)
+    assert not sink._is_seen("Slide 1: quarterly review")
+    assert not sink._is_seen("Slide 2: quarterly review")  # one character apart, a new slide
+    assert sink._is_seen("slide 1 - Quarterly Review")  # the same words again
