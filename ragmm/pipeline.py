@@ -44,11 +44,14 @@ class Pipeline:
     Args:
         config: a :class:`~ragmm.config.Config`; ``None`` loads ``./ragmm.toml`` when present,
             else the defaults.
+        store: an open store to use instead of building ``[store]`` (an embedded store's
+            files can be open once per process: pipelines that differ in other sections
+            share it this way).
     """
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, store: Store | None = None) -> None:
         self.config = config if config is not None else load_config()
-        self._parts: dict[str, Any] = {}
+        self._parts: dict[str, Any] = {} if store is None else {"store": store}
         self._lock = threading.RLock()
 
     @classmethod

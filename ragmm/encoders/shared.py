@@ -115,6 +115,11 @@ class QueryEmbeddings:
         """``encoder``'s embedding of the image file ``image`` (as a document: image to image)."""
         return self._get((encoder.name, "image", image), lambda: encoder.encode_document([image])[0])
 
+    def clear(self) -> None:
+        """Forget every embedding (benchmarks measure the encode of each question)."""
+        with self._lock:
+            self._memo.clear()
+
     def prime(self, encoder: Encoder, texts: Sequence[str], vectors: Sequence[Any]) -> None:
         """Remember query embeddings computed in bulk (evaluation encodes all queries in
         batches first); grows the memo to hold them all."""

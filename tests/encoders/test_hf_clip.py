@@ -241,7 +241,7 @@ def test_pipeline_indexes_and_searches_with_hf_clip(checkpoints, tmp_path, text_
         },
     )
     with Pipeline(cfg) as pipe:
-        pipe._parts["encoder.text"] = text_encoder
+        pipe.encoders.use("text", text_encoder)
         report = pipe.index([photos], progress=False)
         assert report.items["image"] == 2 and report.items["paragraph"] == 1
         assert pipe.store.get_spec("image").encoder_of("image") == str(checkpoints["clip"].resolve())
