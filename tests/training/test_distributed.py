@@ -299,11 +299,18 @@ def test_torchrun_two_cpu_processes_split_the_data_and_train(tmp_path):
     )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
+    # Its own process group: on a timeout the workers go too, not only torchrun.
+    proc = subprocess.Popen(
         [*torchrun, "-m", "ragmm.cli.app", "train", "retriever", "--config", str(tmp_path / "train.toml")],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    try:
+        _, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
     logs = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert logs[-1]["epoch"] == pytest.approx(1.0)
     assert (tmp_path / "out" / "model.safetensors").is_file()
