@@ -12,7 +12,7 @@ DEMO_IMAGE ?= examples/queries/bee.png
 # Answered from what is said in the demo video (examples/videos/garden_club.mp4): the clip and its time span.
 DEMO_Q3 ?= When will the garden club's water pump be repaired?
 
-.PHONY: install demo test test-fast bench clean image-data train-images eval-images video-data
+.PHONY: install demo test test-fast bench clean image-data train-images eval-images train-images-lite0 eval-images-lite0 video-data
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -55,6 +55,13 @@ image-data: install
 
 train-images: image-data
 	$(VENV)/bin/ragmm train retriever --config training/configs/clipart-lit.toml
+
+train-images-lite0: image-data
+	$(PY) -m ragmm.training.data.clipart --out data/clipart --subsample 3
+	$(VENV)/bin/ragmm train retriever --config training/configs/lite0-head.toml
+
+eval-images-lite0: image-data
+	$(PY) -m ragmm.training.data.tuxpaint --out data/tuxpaint --evaluate eval/tuxpaint-lite0 --image-model ragmm-lite0 --sets anonymous-names
 
 eval-images: image-data
 	$(PY) -m ragmm.training.data.tuxpaint --out data/tuxpaint --train data/clipart/train.jsonl --evaluate eval/tuxpaint
