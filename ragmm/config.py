@@ -253,6 +253,26 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     return cfg
 
 
+def load_toml_model(path: Path, model: type[BaseModel], what: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Read the TOML file ``path`` into the pydantic ``model``; ``overrides`` that are not
+    ``None`` replace top-level keys (command-line options).
+
+    Raises:
+        ConfigError: missing file, bad TOML, unknown field or bad value, naming ``what``.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, str(path))) from None
+
+
 def _explain(exc: ValidationError, where: str) -> str:
     """One line per problem: the field, the value given, and what was expected."""
     lines = []

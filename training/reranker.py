@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.errors import ConfigError, InputError
 from ragmm.reranking.calibration import DEFAULT_KIND, Calibration, fit_calibrator
@@ -80,19 +79,9 @@ def load_reranker_config(path: Path, overrides: dict[str, Any] | None = None) ->
     Raises:
         ConfigError: missing file, bad TOML, unknown field or bad value.
     """
-    if not path.is_file():
-        raise ConfigError(f"{path}: reranker training config not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return RerankTrainConfig.model_validate(data)
-    except ValidationError as exc:
-        from ragmm.config import _explain
+    from ragmm.config import load_toml_model
 
-        raise ConfigError(_explain(exc, str(path))) from None
+    return load_toml_model(path, RerankTrainConfig, "reranker training config", overrides)
 
 
 def read_pairs(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:

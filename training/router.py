@@ -27,12 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.errors import ConfigError, InputError
 from ragmm.routing import ROUTES
@@ -83,19 +82,9 @@ def load_router_config(path: Path, overrides: dict[str, Any] | None = None) -> R
     Raises:
         ConfigError: missing file, bad TOML, unknown field or bad value.
     """
-    if not path.is_file():
-        raise ConfigError(f"{path}: router training config not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return RouterTrainConfig.model_validate(data)
-    except ValidationError as exc:
-        from ragmm.config import _explain
+    from ragmm.config import load_toml_model
 
-        raise ConfigError(_explain(exc, str(path))) from None
+    return load_toml_model(path, RouterTrainConfig, "router training config", overrides)
 
 
 def read_labelled(path: str | Path) -> tuple[list[str], list[list[str]]]:
