@@ -253,22 +253,24 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     return cfg
 
 
-def load_toml_model(path: Path, model: type[BaseModel], what: str, overrides: dict[str, Any] | None = None) -> Any:
+def load_toml_model(
+    path: Path, model: type[BaseModel], what: str, overrides: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, hint: str = ""
+) -> Any:
     """Read the TOML file ``path`` into the pydantic ``model``; ``overrides`` that are not
-    ``None`` replace top-level keys (command-line options).
+    ``None`` replace top-level keys (command-line options), ``extra`` keys are added as given.
 
     Raises:
-        ConfigError: missing file, bad TOML, unknown field or bad value, naming ``what``.
+        ConfigError: missing file (with ``hint``), bad TOML, unknown field or bad value, naming ``what``.
     """
     if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found")
+        raise ConfigError(f"{path}: {what} not found" + (f"; {hint}" if hint else ""))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return model.model_validate(data)
+        return model.model_validate({**data, **(extra or {})})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, str(path))) from None
 

@@ -28,11 +28,10 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.errors import ConfigError
 
@@ -130,20 +129,11 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     Raises:
         ConfigError: missing file, bad TOML, unknown field, bad value or unknown loss.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: training config not found; see `ragmm train retriever --help` for an example")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc}); fix the syntax") from None
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        cfg = TrainConfig.model_validate({**data, "source": str(p)})
-    except ValidationError as exc:
-        from ragmm.config import _explain
+    from ragmm.config import load_toml_model
 
-        raise ConfigError(_explain(exc, str(p))) from None
+    p = Path(path)
+    hint = "see `ragmm train retriever --help` for an example"
+    cfg = load_toml_model(p, TrainConfig, "training config", overrides, extra={"source": str(p)}, hint=hint)
     from ragmm.training.kinds import KINDS
     from ragmm.training.losses import LOSSES
 
