@@ -100,7 +100,8 @@ def cli_through_server(url: str, runs: int) -> dict[str, Any]:
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if out.returncode != 0 or "Evidence" not in out.stdout:
             raise SystemExit(f"ragmm ask through {url} failed: {out.stderr[-500:]}")
-    code = "import sys\nfrom ragmm.cli.app import app\ntry:\n    app(['ask', 'Why do volcanoes erupt?'])\nexcept SystemExit:\n    pass\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'sentence_transformers', 'fastapi', 'numpy', 'httpx'}))"
+    # What the installed `ragmm` (ragmm.cli.fast.main) imports to answer through the server.
+    code = "import sys\nfrom ragmm.cli.fast import main\nmain(['ask', 'Why do volcanoes erupt?'])\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'sentence_transformers', 'fastapi', 'numpy', 'httpx', 'typer', 'pydantic'}))"
     imported = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1]
     bare = []
     for _ in range(runs):

@@ -152,7 +152,12 @@ def _error_message(raw: bytes) -> str:
     return str(data)[:200]
 
 
-def find_server(config: str | os.PathLike[str] | None = None, store: str | os.PathLike[str] | None = None, generator: str | None = None) -> RagmmClient | None:
+# find_server's answers for the command line, by (config, store, generator, cwd, $RAGMM_SERVER):
+# the thin path in ragmm.cli.fast probes first and the typer command must not probe again.
+_answers: dict[tuple[str | None, ...], RagmmClient | None] = {}
+
+
+def find_server(config: str | os.PathLike[str] | None = None, store: str | os.PathLike[str] | None = None, generator: str | None = None, remember: bool = False) -> RagmmClient | None:
     """The server ``ragmm ask`` should use, or ``None`` to answer in process.
 
     A server is used when ``$RAGMM_SERVER`` or ``[serve] url`` names one and it answers, or
@@ -161,7 +166,18 @@ def find_server(config: str | os.PathLike[str] | None = None, store: str | os.Pa
     ``generator``, the server must run that generator. ``$RAGMM_SERVER=off`` never uses one.
 
     Reads the config file as plain TOML (validating it would import the whole config model).
+    With ``remember``, an earlier answer to the same question in this process is reused.
     """
+    key = (str(config) if config is not None else None, str(store) if store is not None else None, generator, os.getcwd(), os.environ.get(SERVER_ENV))
+    if remember and key in _answers:
+        return _answers[key]
+    found = _find_server(config, store, generator)
+    if remember:
+        _answers[key] = found
+    return found
+
+
+def _find_server(config: str | os.PathLike[str] | None, store: str | os.PathLike[str] | None, generator: str | None) -> RagmmClient | None:
     env = os.environ.get(SERVER_ENV, "").strip()
     if env.lower() in ("off", "0", "no", "none"):
         return None

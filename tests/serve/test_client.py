@@ -126,3 +126,34 @@ def test_concurrent_asks_and_retrieves(live_server):
     assert len(results) == 16
     for i, (q, got) in enumerate(results):
         assert got.endswith(("moon_landing.html", "apiary_notice.png")) if i % 4 == 3 else got == alone[q]
+
+
+def test_entry_point_answers_through_the_server_without_typer(live_server):
+    """The installed `ragmm` (ragmm.cli.fast.main) answers `ask` through a warm server before
+    typer and pydantic are imported, and prints what the typer command prints."""
+    code = (
+        "import sys\nfrom ragmm.cli.fast import main\n"
+        f"main(['ask', {Q!r}, '-k', '2', '--explain'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'pydantic', 'torch', 'numpy', 'httpx'}))"
+    )
+    env = {**os.environ, "RAGMM_SERVER": live_server.url, "COLUMNS": "250"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    *printed, imported = out.stdout.rstrip("\n").split("\n")
+    assert imported == "[]"
+    typer_path = runner.invoke(app, ["ask", Q, "-k", "2", "--explain"], env={"RAGMM_SERVER": live_server.url})
+    assert typer_path.exit_code == 0, typer_path.output
+    assert "\n".join(printed) == typer_path.output.rstrip("\n") and "Evidence" in typer_path.output
+
+
+def test_entry_point_leaves_the_rest_to_typer(live_server, monkeypatch, capsys):
+    from ragmm.cli.fast import ask_through_server
+
+    monkeypatch.setenv("RAGMM_SERVER", live_server.url)
+    assert not ask_through_server(["--help"])  # typer prints the help
+    assert not ask_through_server(["--no-such-option", Q])  # and the mistake
+    assert not ask_through_server([])  # no question and no image
+    assert not ask_through_server(["-k", "two", Q])
+    monkeypatch.setenv("RAGMM_SERVER", "off")
+    assert not ask_through_server([Q])  # no server: answered in process
+    assert ask_through_server.__module__ == "ragmm.cli.fast" and capsys.readouterr().out == ""
