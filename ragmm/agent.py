@@ -85,20 +85,31 @@ class RetrievalLoop:
         rewrite: the query rewriter (``None``: no rewrite step).
     """
 
-    def __init__(self, router: Router, reranker: Reranker, search: Search, settings: AgentSettings, rewrite: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        reranker: Reranker,
+        search: Search,
+        settings: AgentSettings,
+        rewrite: Callable[[str], str] | None = None,
+        encode_clock: Callable[[], float] | None = None,
+    ) -> None:
         self.router = router
         self.reranker = reranker
         self.search = search
         self.settings = settings
         self.rewrite = rewrite
+        # Seconds spent encoding queries so far (QueryEmbeddings.encode_seconds): the stage
+        # that asks first pays the shared encode; it is reported as "encode" instead.
+        self.encode_clock = encode_clock or (lambda: 0.0)
 
     def run(self, query: Query, available: Sequence[str], k: int, per_corpus: int, timings: dict[str, float] | None = None) -> tuple[list[Hit], Trace]:
         """The evidence for ``query`` (possibly none) and the trace of how it was found."""
         timings = timings if timings is not None else {}
         trace = Trace()
-        t0 = time.perf_counter()
+        t0, e0 = time.perf_counter(), self.encode_clock()
         routes = self.router.route(query, available)
-        _add(timings, "route", t0)
+        self._add(timings, "route", t0, e0)
         trace.steps.append(Step("route", query.text, routes=[(r.corpus, r.probability) for r in routes]))
         if not routes:
             trace.steps.append(Step("stop", query.text, note="the router says no retrieval is needed"))
@@ -133,13 +144,13 @@ class RetrievalLoop:
         return [], trace
 
     def _search(self, query: Query, corpora: Sequence[str], k: int, per_corpus: int, trace: Trace, timings: dict[str, float]) -> list[Hit]:
-        t0 = time.perf_counter()
+        t0, e0 = time.perf_counter(), self.encode_clock()
         hits = [h for corpus in corpora for h in self.search(query, corpus, per_corpus)]
-        _add(timings, "retrieve", t0)
+        self._add(timings, "retrieve", t0, e0)
         retrieval = [(h, h.score) for h in hits]  # before a reranker rescales scores
-        t1 = time.perf_counter()
+        t1, e1 = time.perf_counter(), self.encode_clock()
         kept = self.reranker.rerank(query, hits, k)
-        _add(timings, "rerank", t1)
+        self._add(timings, "rerank", t1, e1)
         kept_ids = {h.item.id: h for h in kept}
         candidates = []
         for h, score in sorted(retrieval, key=lambda pair: pair[1], reverse=True):
@@ -160,6 +171,11 @@ class RetrievalLoop:
         p = probabilities(query.text)
         return max(rest, key=lambda c: p.get(c, 0.0))
 
-
-def _add(timings: dict[str, float], stage: str, since: float) -> None:
-    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - since
+    def _add(self, timings: dict[str, float], stage: str, since: float, encoded_before: float) -> None:
+        """Add the time since ``since`` to ``stage``, less the query encoding done meanwhile,
+        which goes to ``encode``."""
+        elapsed = time.perf_counter() - since
+        encode = self.encode_clock() - encoded_before
+        timings[stage] = timings.get(stage, 0.0) + elapsed - encode
+        if encode > 0:
+            timings["encode"] = timings.get("encode", 0.0) + encode

@@ -179,7 +179,7 @@ class Pipeline:
         def make() -> RetrievalLoop:
             settings = self.config.agent
             rewrite = {"off": None, "rules": rules_rewrite, "llm": llm_rewriter(lambda: self.generator)}[settings.rewrite]
-            return RetrievalLoop(self.router, self.reranker, self.retrieve_corpus, settings, rewrite)
+            return RetrievalLoop(self.router, self.reranker, self.retrieve_corpus, settings, rewrite, encode_clock=self.embeddings.encode_seconds)
 
         return self._part("loop", make)
 

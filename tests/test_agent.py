@@ -88,3 +88,36 @@ def test_gives_up_honestly_when_nothing_passes():
 
 def test_rules_rewrite_keeps_content_words():
     assert rules_rewrite("Who designed the lighthouse lens?") == "designed lighthouse lens"
+
+
+def test_the_shared_query_encode_is_its_own_stage():
+    """Whichever stage asks for the question's embedding first (a trained router, else the first
+    retriever) pays the encode: timings report it as ``encode``, not as routing."""
+    import time
+
+    from ragmm.encoders.shared import QueryEmbeddings
+
+    class SlowEncoder:
+        name = "slow"
+
+        def encode_query(self, texts):
+            time.sleep(0.05)
+            return [[1.0, 0.0] for _ in texts]
+
+    memo, encoder = QueryEmbeddings(), SlowEncoder()
+
+    class EmbeddingRouter(FixedRouter):
+        def route(self, query, available):
+            memo.text(encoder, query.text)
+            return super().route(query, available)
+
+    def search(query, corpus, n):
+        memo.text(encoder, query.text)  # the same text: served by the memo
+        return [Hit(Item(corpus, f"{corpus}.txt", "x"), 0.9, {"dense": 0.9})]
+
+    run = RetrievalLoop(EmbeddingRouter([("paragraph", 0.9)]), ThresholdReranker(), search, AgentSettings(), encode_clock=memo.encode_seconds)
+    timings = {}
+    hits, _ = run.run(Query("q"), ["paragraph"], 3, 10, timings)
+    assert len(hits) == 1
+    assert timings["encode"] >= 0.05 and timings["route"] < 0.04 and timings["retrieve"] < 0.04
+    assert memo.encode_seconds() == pytest.approx(timings["encode"], abs=1e-6)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -89,15 +90,24 @@ class QueryEmbeddings:
         self.size = size
         self._memo: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._spent = threading.local()
 
     def _get(self, key: tuple[str, str, str], make: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
+        t0 = time.perf_counter()
         vec = make()
+        self._spent.seconds = self.encode_seconds() + time.perf_counter() - t0
         self._put(key, vec)
         return vec
+
+    def encode_seconds(self) -> float:
+        """Seconds this thread has spent encoding queries through the memo: whichever stage
+        asks first (the router or a retriever) pays the encode, so the pipeline reports it as
+        its own ``encode`` stage."""
+        return getattr(self._spent, "seconds", 0.0)
 
     def _put(self, key: tuple[str, str, str], vec: Any) -> None:
         with self._lock:
