@@ -160,10 +160,11 @@ def routing(
 @eval_app.command("rerank")
 @user_errors
 def rerank(
-    dataset: Annotated[list[Path], typer.Option(help="folder with queries.jsonl, qrels.tsv, corpus.jsonl (data/rerank/wordnet/test, data/rerank/tuxpaint); repeat for several")],
+    dataset: Annotated[list[Path], typer.Option(help="folder with queries.jsonl, qrels.tsv, corpus.jsonl (data/rerank/tuxpaint, data/rerank/wordnet/test, data/rerank/video); repeat for several")],
     reranker: Annotated[str | None, typer.Option(help="reranker type (default: [reranker] of the config): late-interaction, cross-encoder, llm")] = None,
     model: Annotated[str | None, typer.Option(help="reranker model folder")] = None,
-    threshold: Annotated[float | None, typer.Option(help="relevancy threshold (default: the calibration's)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="relevancy threshold (default: the calibration's, or the one --dev chooses)")] = None,
+    dev: Annotated[list[Path] | None, typer.Option(help="dev set folder(s) in the same format (data/rerank/dev/paragraph, ...): evaluated first, and the highest threshold keeping fixed top-k's recall on each is used for --dataset")] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="most items kept")] = 5,
     candidates: Annotated[int, typer.Option(help="items retrieved per query before reranking")] = 20,
     limit: Annotated[int | None, typer.Option(help="evaluate an evenly spread subset of this many queries")] = None,
@@ -175,9 +176,11 @@ def rerank(
     often each abstains when the relevant items are taken out of the candidates."""
     quiet_libraries()
     from ragmm.errors import ConfigError
-    from ragmm.evaluation.rerank import evaluate_rerank
+    from ragmm.evaluation.rerank import RerankReport, evaluate_rerank, keep_recall_threshold
     from ragmm.pipeline import Pipeline
 
+    if dev and threshold is not None:
+        raise ConfigError("give --threshold or --dev (which chooses the threshold), not both")
     overrides: dict = {}
     if reranker or model or threshold is not None:
         spec: dict = {"type": reranker or "late-interaction"}
@@ -191,14 +194,22 @@ def rerank(
         built = _component(pipe, "reranker")
         if not hasattr(built, "relevancies"):
             raise ConfigError(f"[reranker] type = {pipe.config.reranker.type!r} gives no relevancy scores; evaluate late-interaction, cross-encoder or llm")
-        for folder in dataset:
+
+        def run(folder: Path, where: Path) -> RerankReport:
             report = evaluate_rerank(
                 built, pipe.encoder("text"), folder / "queries.jsonl", folder / "qrels.tsv", folder / "corpus.jsonl",
-                out / folder.name, k=k, candidates=candidates, limit=limit, name=pipe.config.reranker.type, progress=not quiet,
+                where, k=k, candidates=candidates, limit=limit, name=pipe.config.reranker.type, progress=not quiet,
             )
             typer.echo(f"{folder} (n={report.n_queries}, k={k}, threshold {report.threshold:.2f}, {report.ms_rerank_per_query:.1f} ms/query):")
             for arm, s in report.arms.items():
                 typer.echo(f"  {arm:18s} precision {s.precision:.3f} recall {s.recall:.3f} kept {s.mean_kept:.2f} empty {s.empty:.3f} abstain-unanswerable {s.abstain_unanswerable:.3f}")
+            return report
+
+        if dev:
+            built.threshold = keep_recall_threshold([run(folder, out / "dev" / folder.name) for folder in dev])
+            typer.echo(f"threshold {built.threshold:.2f}: the highest keeping fixed top-{k}'s recall on every dev set")
+        for folder in dataset:
+            run(folder, out / folder.name)
     finally:
         pipe.close()
     typer.echo(f"reports in {out}/")

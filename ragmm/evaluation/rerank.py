@@ -10,6 +10,10 @@ cosine, so every arm starts from the same candidates); then three arms choose th
 Precision is over every item kept (all queries pooled), recall the mean share of a query's
 relevant items kept. An unanswerable variant removes each query's relevant items from its
 candidates: the right context is then nothing, and ``abstain`` is how often an arm keeps none.
+
+Adaptive up-to-k is also scored at every threshold of :data:`SWEEP` from the same relevancies;
+on dev sets, :func:`keep_recall_threshold` picks from that sweep the highest threshold that
+keeps fixed top-k's recall, the one to evaluate held-out sets with.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from ragmm.reranking.base import select
 from ragmm.types import Hit, Item, Query
 
 ARMS = ("fixed top-k", "reranked top-k", "adaptive up-to-k")
+# Thresholds scored for adaptive up-to-k; finer near 0, where a trained scorer's relevancies of
+# the last relevant candidates often lie.
+SWEEP = (0.01, 0.02, 0.03, *(round(0.05 * i, 2) for i in range(1, 20)))
 
 
 @dataclass(slots=True)
@@ -47,7 +54,7 @@ class RerankReport:
     threshold: float
     n_queries: int
     arms: dict[str, ArmScores] = field(default_factory=dict)
-    ms_rerank_per_query: float = 0.0
+    ms_rerank_per_query: float = 0.0  # one call per query: its candidates and the unanswerable variant's
     # Adaptive up-to-k at other thresholds, from the same relevancies: threshold -> scores.
     sweep: dict[str, ArmScores] = field(default_factory=dict)
 
@@ -69,7 +76,7 @@ def score_arm(kept: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> Ar
     Example:
         >>> s = score_arm([["a", "b"], []], [{"a"}, {"c"}])
         >>> (s.precision, s.recall, s.empty)
-        (0.5, 0.25, 0.5)
+        (0.5, 0.5, 0.5)
     """
     total = sum(len(k) for k in kept)
     hits = sum(len(set(k) & r) for k, r in zip(kept, relevant, strict=True))
@@ -127,7 +134,7 @@ def evaluate_rerank(
     kept: dict[str, list[list[str]]] = {a: [] for a in ARMS}
     abstain: dict[str, list[bool]] = {a: [] for a in ARMS}
     relevant: list[set[str]] = []
-    sweep_at = [round(0.1 * i, 1) for i in range(1, 10)]
+    sweep_at = list(SWEEP)
     swept: dict[float, list[list[str]]] = {t: [] for t in sweep_at}
     swept_abstain: dict[float, list[bool]] = {t: [] for t in sweep_at}
     seconds = 0.0
@@ -138,11 +145,14 @@ def evaluate_rerank(
         top = [int(j) for j in order[:candidates]]
         # The unanswerable variant: the same query, its relevant items taken out of the candidates.
         unans = [int(j) for j in order if docs[int(j)]["id"] not in rel][:candidates]
+        # Both lists share all but a few items: one reranker call scores their union.
+        pool = list(dict.fromkeys(top + unans))
+        t0 = time.perf_counter()
+        scored = dict(zip(pool, reranker.relevancies(Query(q["text"]), [items[j] for j in pool]), strict=True))
+        seconds += time.perf_counter() - t0
         for cand, answerable in ((top, True), (unans, False)):
             hits = [Hit(items[j], float(sims[qi, j])) for j in cand]
-            t0 = time.perf_counter()
-            relevancy = reranker.relevancies(Query(q["text"]), [h.item for h in hits])
-            seconds += time.perf_counter() - t0
+            relevancy = [scored[j] for j in cand]
             chosen = {
                 "fixed top-k": hits[:k],
                 "reranked top-k": select(hits, relevancy, k, float("-inf")),
@@ -168,8 +178,26 @@ def evaluate_rerank(
     for t in sweep_at:
         scores = score_arm(swept[t], relevant)
         scores.abstain_unanswerable = sum(swept_abstain[t]) / max(len(swept_abstain[t]), 1)
-        report.sweep[f"{t:.1f}"] = scores
-    report.ms_rerank_per_query = 1000 * seconds / max(2 * len(rows), 1)
+        report.sweep[f"{t:.2f}"] = scores
+    report.ms_rerank_per_query = 1000 * seconds / max(len(rows), 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def keep_recall_threshold(reports: Sequence[RerankReport]) -> float:
+    """The highest swept threshold at which adaptive up-to-k's recall is not below fixed top-k's
+    on any of ``reports`` (dev sets: never the sets it will be evaluated on); the lowest swept
+    threshold when none is.
+
+    Example:
+        >>> r = RerankReport("dev", "x", 5, 20, 0.5, 10, arms={"fixed top-k": ArmScores(0.2, 0.8, 5, 0)})
+        >>> r.sweep = {"0.10": ArmScores(0.5, 0.85, 2, 0), "0.50": ArmScores(0.9, 0.6, 1, 0)}
+        >>> keep_recall_threshold([r])
+        0.1
+    """
+    if not reports:
+        raise ValueError("keep_recall_threshold needs at least one dev report")
+    thresholds = sorted({float(t) for r in reports for t in r.sweep})
+    kept = [t for t in thresholds if all(r.sweep[f"{t:.2f}"].recall >= r.arms["fixed top-k"].recall - 1e-9 for r in reports)]
+    return max(kept) if kept else thresholds[0]
