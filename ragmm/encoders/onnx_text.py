@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -49,6 +50,8 @@ MANIFEST_FILE = "export.json"
 _INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Files whose change means the exported graph or the tokenization would differ.
 _KEY_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "modules.json", "sentence_bert_config.json")
+# Single-text runs remembered (a question's tokens serve its vector and a reranker's MaxSim).
+RECENT_RUNS = 8
 
 
 def cache_root() -> Path:
@@ -270,6 +273,8 @@ class OnnxTextEncoder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(export / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
+        self._recent: dict[str, tuple[Any, Any, Any]] = {}
+        self._recent_lock = threading.Lock()
 
     @classmethod
     def load(cls, folder: str | Path, max_seq_length: int | None = None, export: bool = True) -> OnnxTextEncoder:
@@ -290,13 +295,27 @@ class OnnxTextEncoder:
             found = export_onnx(folder)
         return cls(plan, found, max_seq_length)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, dim) float32 L2-normalised embeddings, as sentence-transformers' ``encode``
-        with ``normalize_embeddings=True`` gives them."""
+    def _run(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray], list[Any]]:
+        """The transformer's token embeddings (N, T, D), its inputs, and the encodings.
+
+        The last few single texts are remembered: a question's dense vector and its token
+        vectors (a late-interaction reranker's) then come from one run of the model.
+        """
+        if len(texts) == 1:
+            with self._recent_lock:
+                hit = self._recent.get(texts[0])
+            if hit is None:
+                hit = self._run_batch(texts)
+                with self._recent_lock:
+                    self._recent[texts[0]] = hit
+                    while len(self._recent) > RECENT_RUNS:
+                        self._recent.pop(next(iter(self._recent)))
+            return hit
+        return self._run_batch(texts)
+
+    def _run_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray], list[Any]]:
         import numpy as np
 
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
         texts = [t.lower() for t in texts] if self.plan.do_lower_case else list(texts)
         encodings = self.tokenizer.encode_batch(texts)
         feeds = {
@@ -304,7 +323,31 @@ class OnnxTextEncoder:
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),  # (N, T)
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),  # (N, T)
         }
-        tokens = self.session.run(None, {n: feeds[n] for n in self._inputs})[0]  # (N, T, D)
+        return self.session.run(None, {n: feeds[n] for n in self._inputs})[0], feeds, encodings
+
+    def token_vectors(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+        """(T_i, D) float32 L2-normalised token vectors per text, special and padding tokens
+        left out: what :func:`ragmm.reranking.late_interaction.token_vectors` gives on torch."""
+        import numpy as np
+
+        out: list[np.ndarray] = []
+        for i in range(0, len(texts), batch_size):
+            tokens, feeds, encodings = self._run(texts[i : i + batch_size])
+            norms = np.linalg.norm(tokens, axis=-1, keepdims=True)
+            tokens = tokens / np.clip(norms, 1e-12, None)
+            for row, enc in zip(tokens, encodings, strict=True):
+                keep = np.array(enc.attention_mask, dtype=bool) & ~np.array(enc.special_tokens_mask, dtype=bool)
+                out.append(np.ascontiguousarray(row[keep], dtype=np.float32))
+        return out
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, dim) float32 L2-normalised embeddings, as sentence-transformers' ``encode``
+        with ``normalize_embeddings=True`` gives them."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens, feeds, _ = self._run(texts)  # (N, T, D)
         if self.plan.pooling == "cls":
             pooled = tokens[:, 0]
         else:

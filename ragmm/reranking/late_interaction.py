@@ -138,8 +138,12 @@ class LateInteractionReranker(CalibratedReranker):
                         f"[reranker] the calibration was fitted on {calibration.scorer} scores but the text encoder gives {scorer}; "
                         "fit one with `ragmm train reranker --config training/configs/reranker-late.toml`"
                     )
-                state["model"] = text_encoder.model
-            return token_vectors(state["model"], texts)
+                # The ONNX export of the text encoder's model (its query path) gives the same
+                # token vectors without torch: tens of milliseconds instead of hundreds on CPU.
+                runtime = getattr(text_encoder, "query_runtime", lambda: None)()
+                state["model"] = runtime if runtime is not None and hasattr(runtime, "token_vectors") else text_encoder.model
+            model = state["model"]
+            return model.token_vectors(list(texts)) if hasattr(model, "token_vectors") else token_vectors(model, texts)
 
         return cls(encode_tokens, calibration, config.threshold, scorer=calibration.scorer)
 

@@ -138,3 +138,34 @@ def test_packaged_minilm_onnx_matches_sentence_transformers_and_imports_no_torch
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RAGMM_CACHE": str(cache)}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(1, 384) []"
+
+
+def test_token_vectors_match_the_torch_token_vectors(tiny_model, cache):
+    """The late-interaction reranker's token vectors on ONNX: the same tokens (special and
+    padding ones left out) and the same vectors as on sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragmm.reranking.late_interaction import token_vectors
+
+    onnx = OnnxTextEncoder.load(tiny_model)
+    reference = token_vectors(SentenceTransformer(str(tiny_model), device="cpu"), TEXTS)
+    got = onnx.token_vectors(TEXTS, batch_size=3)  # two batches, padded differently
+    assert len(got) == len(TEXTS)
+    for g, r in zip(got, reference, strict=True):
+        assert g.shape == r.shape and g.dtype == np.float32
+        assert (g * r).sum(axis=1).min() >= 0.9999
+
+
+def test_a_question_runs_the_model_once_for_its_vector_and_its_tokens(tiny_model, cache):
+    onnx = OnnxTextEncoder.load(tiny_model)
+    runs = []
+    run_batch = onnx._run_batch
+    onnx._run_batch = lambda texts: runs.append(list(texts)) or run_batch(texts)
+    vec = onnx.encode([TEXTS[0]])
+    tokens = onnx.token_vectors([TEXTS[0]])
+    assert runs == [[TEXTS[0]]]  # the second call reused the first run
+    fresh = OnnxTextEncoder.load(tiny_model)
+    np.testing.assert_array_equal(tokens[0], fresh.token_vectors([TEXTS[0]])[0])
+    np.testing.assert_array_equal(vec, fresh.encode([TEXTS[0]]))
+    onnx.encode(TEXTS[:2])  # batches are not remembered
+    assert runs[-1] == TEXTS[:2]
