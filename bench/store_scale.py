@@ -223,8 +223,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 try:
                     rc = proc.wait(timeout=args.budget_s)
                 except subprocess.TimeoutExpired:
-                    proc.terminate()
-                    proc.wait(timeout=60)
+                    proc.terminate()  # the child reports how far it got, once Python runs again
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:  # inside Qdrant's (Rust) index build: no handler runs
+                        proc.kill()
+                        proc.wait()
                     rc = "stopped at the budget"
                 build = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"seed": seed, "quantization": quant}
                 build["wall_s"] = round(time.perf_counter() - t0, 1)
