@@ -3,32 +3,152 @@
 Each point of the ``image`` corpus has two vectors (see :mod:`ragmm.ingest.indexer`):
 
 - ``image``: the image encoder's embedding of the pixels (``ragmm-clipart``, CLIP, SigLIP...);
-- ``text``: the text encoder's embedding of the file name, EXIF/PNG description and OCR text.
+- ``text``: the text encoder's embedding of the file name, EXIF/PNG description, OCR text and
+  the image encoder's labels (``ragmm-lite0``: "picture of: ...").
 
 A text query searches both: the ``image`` view with the image encoder's text embedding of the
 query, the ``text`` view with the text encoder's. Candidates found by either view get the exact
 score of the other as well (their stored vectors are fetched), so every hit carries both scores,
-and the final score fuses them (``max`` by default: an image matches when it looks like the
-query or says it; ``mean`` and weighted variants are available). An image query searches the
-``image`` view with the query image's embedding (image-to-image).
+and the final score fuses them. The two cosines live on different scales (an image-text cosine
+runs lower than a text-text one), which ``calibrated`` fusion takes into account:
+
+- ``calibrated``: what an image's text view holds decides. Text of its own (a file name, a
+  description, OCR) says what the image is: such an image matches when it says the query or
+  looks like it, the ``max`` of the two cosines. Text that is only the image encoder's labels
+  ("picture of: koala") is a second look at the pixels, weaker and complementary: both views'
+  cosines become z-scores, with means and spreads fitted on a development split
+  (:class:`Calibration`), and the labels add ``text_weight`` of theirs to the image view's,
+  ``z_image + text_weight * z_text``, written back in the image view's cosine units
+  (``mean_image + std_image * z``). An image with no text at all keeps its image cosine, as
+  under ``max``, so in a collection of named files the few numbered ones compete as before. An
+  image encoder ships its fitted calibration as ``fusion.json`` beside its weights
+  (``ragmm-lite0`` does).
+- ``max`` / ``mean`` of the raw cosines (``text_weight`` scales the text view's).
+- ``auto`` (the default): ``calibrated`` when the image encoder ships a calibration for the
+  configured text encoder, else ``max``.
+
+An image query searches the ``image`` view with the query image's embedding (image-to-image).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.encoders.shared import Encoders, QueryEmbeddings
-from ragmm.errors import EncoderMismatchError
+from ragmm.errors import ConfigError, EncoderMismatchError
 from ragmm.protocols import CollectionSpec, Encoder, SearchRequest, Store, Where
 from ragmm.types import Hit, Item, Query
 
 if TYPE_CHECKING:
     import numpy as np
 
+log = logging.getLogger(__name__)
+
 IMAGE_VECTOR = "image"
 TEXT_VECTOR = "text"
+FUSION_FILE = "fusion.json"  # an image encoder's fitted Calibration, beside its weights
+Fusion = Literal["auto", "max", "mean", "calibrated"]
+
+
+class ViewStats(BaseModel):
+    """Mean and standard deviation of one view's query-item cosines (all pairs of a dev split)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float = Field(gt=0)
+
+
+class Calibration(BaseModel):
+    """What ``calibrated`` fusion needs: both views' cosine statistics and the labels' weight.
+
+    Fitted by ``python -m ragmm.training.data.clipart --fit-fusion`` on the development split
+    of the training sources, numbered (so the text view holds only the encoder's labels): the
+    statistics over every query-image pair (the text view's over the images that have text),
+    the weight by Recall@10, among those that keep the recall of ``max`` on the same images under
+    their original file names.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: ViewStats
+    text: ViewStats
+    text_weight: float = Field(ge=0, description="share of the text view's z-score added to the image view's")
+    text_encoder: str | None = Field(None, description="the text encoder the text statistics hold for (None: any)")
+    fitted_on: str = Field("", description="where the figures come from, for the record")
+
+
+def own_text(metadata: Mapping[str, Any]) -> bool:
+    """Whether an image item's text says something of its own (file name words, a description,
+    OCR text), rather than only its encoder's labels. An item that records no labels counts as
+    having its own text (whatever made its text vector)."""
+    if not metadata.get("labels"):
+        return True
+    return any(metadata.get(key) for key in ("title", "description", "ocr_text"))
+
+
+def fuse_calibrated(image: float, text: float | None, calibration: Calibration, text_weight: float | None = None, *, labels_only: bool = True) -> float:
+    """One score for an image from its two views' cosines (the ``calibrated`` fusion).
+
+    Args:
+        image: the image view's cosine.
+        text: the text view's cosine; ``None`` for an image with no text at all (no name, no
+            labels, no OCR), which keeps its image cosine.
+        calibration: both views' statistics (and ``w`` unless ``text_weight`` is given).
+        text_weight: ``w``, overriding the calibration's.
+        labels_only: whether the text view holds only the image encoder's labels; if not, the
+            image has text of its own and the score is ``max(image, text)``.
+
+    Returns:
+        ``mean_image + std_image * (z_image + w * z_text)``, the z-scores' sum in the image
+        view's cosine units, which is the image cosine plus ``w * std_image * z_text``; or
+        ``max(image, text)`` for an image with text of its own.
+
+    Example:
+        >>> cal = Calibration(image=ViewStats(mean=0.05, std=0.1), text=ViewStats(mean=0.15, std=0.05), text_weight=0.5)
+        >>> round(fuse_calibrated(0.35, 0.25, cal), 3)  # z_text 2: 0.35 + 0.5 * 0.1 * 2
+        0.45
+        >>> round(fuse_calibrated(0.35, None, cal), 3)  # no text: the image cosine
+        0.35
+        >>> round(fuse_calibrated(0.35, 0.5, cal, labels_only=False), 3)  # a name, OCR...: max
+        0.5
+    """
+    if text is None:
+        return image
+    if not labels_only:
+        return max(image, text)
+    w = calibration.text_weight if text_weight is None else text_weight
+    return image + w * calibration.image.std * (text - calibration.text.mean) / calibration.text.std
+
+
+def encoder_calibration(image_encoder: Encoder, text_encoder: Encoder) -> Calibration | None:
+    """The calibration shipped beside ``image_encoder``'s weights for ``text_encoder``, if any.
+
+    Looks for :data:`FUSION_FILE` in the folder of a shipped tower (``ragmm-lite0``) or of a
+    trained one (whose name is its folder).
+
+    Raises:
+        ConfigError: the file exists but is not a valid calibration.
+    """
+    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+
+    name = str(getattr(image_encoder, "name", ""))
+    path = (shipped_path(name) if name in SHIPPED_TOWERS else Path(name)) / FUSION_FILE
+    if not name or not path.is_file():
+        return None
+    try:
+        calibration = Calibration.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a fusion calibration ({exc}); fit it again with python -m ragmm.training.data.clipart --fit-fusion") from exc
+    if calibration.text_encoder is not None and calibration.text_encoder != text_encoder.name:
+        log.warning("%s: fitted for text encoder %s, not %s; the image corpus fuses its views by max", path, calibration.text_encoder, text_encoder.name)
+        return None
+    return calibration
 
 
 class ImageCorpusRetriever:
@@ -40,20 +160,28 @@ class ImageCorpusRetriever:
         image_encoder: the encoder of the ``image`` vectors; ``text_space`` (when set) names a
             text encoder whose vectors live in its space, so a query is encoded only once.
         embeddings: the pipeline's shared memo of query embeddings.
-        fusion: ``max`` or ``mean`` of the two views' cosine scores.
-        text_weight: weight of the text view in the fusion (1 = as much as the image view).
+        fusion: ``auto``, ``calibrated``, ``max`` or ``mean`` (see the module docstring).
+        text_weight: ``max``/``mean``: the text view's cosine is multiplied by it (default 1);
+            ``calibrated``: the share of the labels' z-score added to the image view's
+            (default: the calibration's).
         views: the views a text query searches (both by default; one for ablations).
         hnsw_ef: HNSW search breadth (``None``: the store's default).
+        calibration: the views' statistics for ``calibrated`` (``None``: the one shipped beside
+            the image encoder's weights).
+
+    Raises:
+        ConfigError: ``calibrated`` fusion with no calibration configured or shipped.
     """
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-        fusion: Literal["max", "mean"] = Field("max", description="how the image and text views' scores combine")
-        text_weight: float = Field(1.0, ge=0, description="the text view's score is multiplied by this before fusing")
+        fusion: Fusion = Field("auto", description="how the image and text views' scores combine: auto (calibrated where the image encoder ships a calibration, else max), calibrated, max, mean")
+        text_weight: float | None = Field(None, ge=0, description="max/mean: the text view's score is multiplied by this (default 1); calibrated: the share of the labels' z-score added to the image view's (default: the calibration's)")
         views: list[Literal["image", "text"]] = Field(
             default_factory=lambda: ["image", "text"], min_length=1, description="views searched by a text query: image (pixels), text (file name, description, OCR)"
         )
+        calibration: Calibration | None = Field(None, description="calibrated fusion's statistics, instead of the image encoder's fusion.json")
 
     def __init__(
         self,
@@ -61,23 +189,37 @@ class ImageCorpusRetriever:
         text_encoder: Encoder,
         image_encoder: Encoder,
         embeddings: QueryEmbeddings | None = None,
-        fusion: str = "max",
-        text_weight: float = 1.0,
+        fusion: Fusion = "auto",
+        text_weight: float | None = None,
         views: tuple[str, ...] | list[str] = (IMAGE_VECTOR, TEXT_VECTOR),
         hnsw_ef: int | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
+        if fusion not in ("auto", "max", "mean", "calibrated"):
+            raise ConfigError(f"[retrievers.image] fusion = {fusion!r}: choose auto, calibrated, max or mean")
         self.store = store
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.embeddings = embeddings or QueryEmbeddings()
-        self.fusion = fusion
+        if fusion in ("auto", "calibrated") and calibration is None:
+            calibration = encoder_calibration(image_encoder, text_encoder)
+        if fusion == "calibrated" and calibration is None:
+            raise ConfigError(
+                f"[retrievers.image] fusion = \"calibrated\" needs a calibration: image encoder {image_encoder.name} ships no {FUSION_FILE} "
+                f"for text encoder {text_encoder.name}; set [retrievers.image.calibration], or fusion = \"max\""
+            )
+        self.fusion: str = ("calibrated" if calibration is not None else "max") if fusion == "auto" else fusion
+        self.calibration = calibration
         self.text_weight = text_weight
         self.views = tuple(views)
         self.hnsw_ef = hnsw_ef
 
     @classmethod
     def from_config(cls, config: Config, *, store: Store, encoders: Encoders, embeddings: QueryEmbeddings, hnsw_ef: int | None = None, **_: Any) -> ImageCorpusRetriever:
-        return cls(store, encoders["text"], encoders["image"], embeddings, hnsw_ef=hnsw_ef, **config.model_dump())
+        return cls(
+            store, encoders["text"], encoders["image"], embeddings,
+            fusion=config.fusion, text_weight=config.text_weight, views=config.views, hnsw_ef=hnsw_ef, calibration=config.calibration,
+        )
 
     @property
     def shared_space(self) -> bool:
@@ -138,12 +280,24 @@ class ImageCorpusRetriever:
                     if view not in scores[p.id] and view in p.vectors:
                         stored = np.asarray(p.vectors[view], dtype=np.float32)
                         scores[p.id][view] = float(stored @ vec / max(float(np.linalg.norm(stored) * np.linalg.norm(vec)), 1e-12))
-        hits = [Hit(item=Item.from_payload(found[pid].payload), score=self._fuse(s), scores=s) for pid, s in scores.items()]
+        hits = []
+        for pid, s in scores.items():
+            item = Item.from_payload(found[pid].payload)
+            hits.append(Hit(item=item, score=self._fuse(s, len(views), own_text(item.metadata)), scores=s))
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:k]
 
-    def _fuse(self, s: dict[str, float]) -> float:
+    def _fuse(self, s: dict[str, float], n_views: int, has_own_text: bool) -> float:
+        """One score from a hit's view scores ``s``; ``n_views``: how many views were searched
+        (an image without text has no text vector, so no text score)."""
+        if self.fusion == "calibrated" and self.calibration is not None and n_views == 2:
+            if IMAGE_VECTOR not in s:
+                return s[TEXT_VECTOR]
+            return fuse_calibrated(s[IMAGE_VECTOR], s.get(TEXT_VECTOR), self.calibration, self.text_weight, labels_only=not has_own_text)
+        if self.fusion == "calibrated":
+            return next(iter(s.values()))  # one view searched (an image query, an ablation): its cosine
+        w = 1.0 if self.text_weight is None else self.text_weight
         values = [s[IMAGE_VECTOR]] if IMAGE_VECTOR in s else []
         if TEXT_VECTOR in s:
-            values.append(self.text_weight * s[TEXT_VECTOR])
+            values.append(w * s[TEXT_VECTOR])
         return max(values) if self.fusion == "max" else sum(values) / len(values)

@@ -31,8 +31,20 @@ Writes, under ``--out``:
     dev/qrels.tsv             so every image of a caption is on the same side
     skipped.tsv               origin file, reason
 
+``--fit-fusion MODEL`` fits how the image corpus fuses its two views for an image encoder
+(:class:`ragmm.retrievers.image.Calibration`), on the development split only. The dev images are
+indexed twice, as ``ragmm index`` would: numbered (``dev/images/openclipart/00398.png``: the
+text view holds only the encoder's labels) and under their original file names
+(``dev/images-named/openclipart/computer/buttons/back.png``, ``dev/qrels-named.tsv``: the text
+view says the caption). Each view's cosine statistics come from every query-image pair of the
+numbered set; the labels' weight is the one of :data:`FUSION_WEIGHTS` with the best numbered
+Recall@10 among those whose named Recall@10 is no lower than ``max`` fusion's. Writes
+``fusion.json`` into ``--fusion-out`` (default: the model's folder) and the dev report under
+``--fusion-report``.
+
 Example:
     python -m ragmm.training.data.clipart --out data/clipart
+    python -m ragmm.training.data.clipart --out data/clipart --fit-fusion ragmm-lite0
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 SCRATCH = Path("/usr/share/scratch/Media/Costumes")
@@ -244,13 +257,201 @@ def subsample(train: Path, every: int) -> Path:
     return out
 
 
+def dev_origins(out: Path) -> dict[str, str]:
+    """``{image relative to out/images: origin}`` for every written image, found again by
+    listing the sources in the order :func:`write` did (skipping what ``skipped.tsv`` lists)."""
+    skipped = {line.split("\t", 1)[0] for line in (out / "skipped.tsv").read_text(encoding="utf-8").splitlines() if line}
+    origins: dict[str, str] = {}
+    for source in SOURCES:
+        if not (out / "images" / source).is_dir():
+            continue
+        items = emoji_pairs() if source == "emoji" else openclipart_pairs() if source == "openclipart" else scratch_pairs()
+        n = 0
+        for origin, _caption in items:
+            if str(origin) in skipped:
+                continue
+            origins[f"{source}/{n:05d}.png"] = str(origin)
+            n += 1
+    return origins
+
+
+def named_file(source: str, origin: str) -> str:
+    """The file name an image had before it was numbered (an emoji: its English name)."""
+    if source == "openclipart":
+        return Path(origin).relative_to(OPENCLIPART).as_posix()
+    if source == "scratch":
+        return Path(origin).relative_to(SCRATCH).as_posix()
+    import emoji
+
+    return re.sub(r"[^A-Za-z0-9]+", "_", emoji.EMOJI_DATA[origin]["en"].strip(":")).strip("_") + ".png"
+
+
+def write_dev_folders(out: Path) -> dict[str, Path]:
+    """The dev images as folders to index: ``numbered`` (as stored) and ``named`` (original file
+    names, with ``dev/qrels-named.tsv``). Files are symlinks; returns ``{setting: folder}``."""
+    import os
+
+    dev = out / "dev"
+    rows = [json.loads(line) for line in (dev / "corpus.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    origins = dev_origins(out)
+    renamed: dict[str, str] = {}
+    for r in rows:
+        source = r["id"].split("/", 1)[0]
+        renamed[r["id"]] = f"{source}/{named_file(source, origins[r['id']])}"
+    if len(set(renamed.values())) != len(renamed):
+        raise SystemExit(f"{dev}: two dev images share an original file name; cannot write the named folder")
+    folders = {"numbered": dev / "images", "named": dev / "images-named"}
+    for folder in folders.values():
+        if folder.exists():
+            shutil.rmtree(folder)
+    for r in rows:
+        for setting, rel in (("numbered", r["id"]), ("named", renamed[r["id"]])):
+            target = folders[setting] / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(Path(r["image"]).resolve(), target)
+    with open(dev / "qrels-named.tsv", "w", encoding="utf-8") as fh:
+        for line in (dev / "qrels.tsv").read_text(encoding="utf-8").splitlines():
+            q, zero, doc, rel = line.split("\t")
+            fh.write(f"{q}\t{zero}\t{renamed[doc]}\t{rel}\n")
+    return folders
+
+
+FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def view_scores(pipe: Any, queries: list[str]) -> tuple[list[str], Any, Any, Any]:
+    """Every query's cosine with every image of the ``image`` corpus, per view: doc ids,
+    ``(Q, N)`` image-view and ``(Q, N)`` text-view scores (NaN where an image has no text), and
+    ``(N,)`` whether each image's text is its own (name, description, OCR), not only labels."""
+    import numpy as np
+
+    from ragmm.evaluation.retrieval import doc_id
+    from ragmm.retrievers.image import own_text
+
+    points = list(pipe.store.scroll("image", with_vectors=True))
+    text_encoder, image_encoder = pipe.encoder("text"), pipe.encoder("image")
+    q_text = np.asarray(text_encoder.encode_query(queries), np.float32)  # (Q, D)
+    shared = getattr(image_encoder, "text_space", None) == text_encoder.name
+    q_image = q_text if shared else np.asarray(image_encoder.encode_query(queries), np.float32)
+
+    def unit(a: Any) -> Any:
+        return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+    image = np.stack([np.asarray(p.vectors["image"], np.float32) for p in points])  # (N, D)
+    text = np.stack([np.asarray(p.vectors.get("text", np.full(q_text.shape[1], np.nan)), np.float32) for p in points])  # (N, D)
+    own = np.array([own_text(p.payload.get("metadata") or {}) for p in points])
+    return [doc_id(p.payload) for p in points], unit(q_image) @ unit(image).T, unit(q_text) @ unit(text).T, own
+
+
+def recall_at_10(fused: Any, image: Any, text: Any, relevant: Any, depth: int = 100) -> float:
+    """Recall@10 of ``fused`` (Q, N) scores over the union of each view's top ``depth``: the
+    candidates the image retriever sees when asked for ``depth`` hits (NaN: not searchable)."""
+    import numpy as np
+
+    pool = np.zeros(fused.shape, bool)
+    for view in (image, text):
+        np.put_along_axis(pool, np.argsort(-np.nan_to_num(view, nan=-np.inf), axis=1)[:, :depth], True, axis=1)
+    top = np.argsort(-np.where(pool, fused, -np.inf), axis=1)[:, :10]
+    return float(np.mean(np.take_along_axis(relevant, top, axis=1).sum(1) / relevant.sum(1)))
+
+
+def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_WEIGHTS, tolerance: float = 0.0, report_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fit the image corpus's ``calibrated`` fusion for ``image_model`` on the dev split (see the
+    module docstring); returns ``{"calibration", "grid", "runs"}``."""
+    import numpy as np
+
+    from ragmm.config import load_config
+    from ragmm.evaluation.retrieval import evaluate_retrieval, load_qrels
+    from ragmm.pipeline import Pipeline
+    from ragmm.retrievers.image import Calibration, ImageCorpusRetriever, ViewStats
+
+    dev = out / "dev"
+    folders = write_dev_folders(out)
+    qrels_files = {"numbered": dev / "qrels.tsv", "named": dev / "qrels-named.tsv"}
+    queries = [json.loads(line) for line in (dev / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
+    scores: dict[str, tuple[Any, Any, Any, Any]] = {}
+    sections = {setting: {
+        "store": {"type": "edge", "path": str((dev / f"store-{slug}-{folder.name}").resolve())},
+        "encoders": {"image": {"type": "image-text", "model": image_model}},
+        "index": {"ocr": False},  # the dev images are drawings with little text; the point is names vs labels
+        "generator": {"type": "extractive"},
+    } for setting, folder in folders.items()}
+    text_encoder_name = ""
+    for setting, folder in folders.items():
+        with Pipeline(load_config(None, sections[setting])) as pipe:
+            pipe.index([folder], corpus_root=folder, progress=progress)
+            text_encoder_name = pipe.encoder("text").name
+            qrels = load_qrels(qrels_files[setting])
+            judged = [q for q in queries if q["id"] in qrels]
+            ids, image, text, own = view_scores(pipe, [q["text"] for q in judged])
+            position = {d: j for j, d in enumerate(ids)}
+            relevant = np.zeros(image.shape, bool)  # (Q, N)
+            for i, q in enumerate(judged):
+                for d in qrels[q["id"]]:
+                    relevant[i, position[d]] = True
+            scores[setting] = (image, text, own, relevant)
+    image, text, _, _ = scores["numbered"]
+    stats = {"image": ViewStats(mean=float(image.mean()), std=float(image.std())), "text": ViewStats(mean=float(np.nanmean(text)), std=float(np.nanstd(text)))}
+    # As the retriever fuses (retrievers.image.fuse_calibrated): an image with text of its own
+    # by the max of its cosines, one with labels only by the sum of z-scores in the image view's
+    # units, one without text (NaN) by its image cosine.
+    grid: list[dict[str, Any]] = [{"fusion": "max", **{s: recall_at_10(np.fmax(img, txt), img, txt, rel) for s, (img, txt, _, rel) in scores.items()}}]
+    for w in weights:
+        row: dict[str, Any] = {"fusion": "calibrated", "text_weight": w}
+        for setting, (img, txt, own, rel) in scores.items():
+            calibrated = img + w * stats["image"].std * np.nan_to_num((txt - stats["text"].mean) / stats["text"].std)  # (Q, N)
+            row[setting] = recall_at_10(np.where(own[None, :] & ~np.isnan(txt), np.fmax(img, txt), calibrated), img, txt, rel)
+        grid.append(row)
+    allowed = [r for r in grid[1:] if r["named"] >= grid[0]["named"] - tolerance]
+    if not allowed:
+        raise SystemExit(f"no text weight of {weights} keeps named-file Recall@10 within {tolerance} of max fusion ({grid[0]['named']:.3f}); keep fusion = \"max\"")
+    best = max(allowed, key=lambda r: (round(r["numbered"], 6), -r["text_weight"]))
+    calibration = Calibration(
+        image=stats["image"], text=stats["text"], text_weight=best["text_weight"], text_encoder=text_encoder_name,
+        fitted_on=f"ragmm.training.data.clipart --fit-fusion {image_model}: dev split, {len(queries)} captions, {image.shape[1]} images (numbered and named)",
+    )
+    # The figures as `ragmm ask` searches: the retriever itself, per setting and fusion.
+    runs: dict[str, dict[str, float]] = {}
+    if report_dir is not None:
+        for setting, folder in folders.items():
+            with Pipeline(load_config(None, sections[setting])) as pipe:
+                text_encoder, image_encoder = pipe.encoder("text"), pipe.encoder("image")
+                variants = {
+                    "image": dict(views=["image"], fusion="max"),
+                    "text": dict(views=["text"], fusion="max"),
+                    "fused-max": dict(fusion="max"),
+                    "fused-calibrated": dict(fusion="calibrated", calibration=calibration),
+                }
+                for name, kwargs in variants.items():
+                    retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, pipe.embeddings, **kwargs)  # type: ignore[arg-type]
+                    r = evaluate_retrieval(dev / "queries.jsonl", qrels_files[setting], text_encoder, store=pipe.store, corpus="image", out_dir=report_dir / setting / name,
+                                           retriever=retriever, embeddings=pipe.embeddings, vector="text" if name == "text" else "image", label=f"dev {setting}: {name}", progress=progress)
+                    runs[f"{setting}/{name}"] = r.metrics
+    return {"calibration": calibration.model_dump(), "grid": grid, "runs": runs}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/clipart"))
     ap.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated subset of {', '.join(SOURCES)}")
     ap.add_argument("--size", type=int, default=128, help="side of the stored images in pixels")
     ap.add_argument("--subsample", type=int, default=0, metavar="N", help="only write OUT/train-1inN.jsonl: every N-th row of an existing OUT/train.jsonl")
+    ap.add_argument("--fit-fusion", default=None, metavar="MODEL", help="fit the image corpus's calibrated fusion for this image encoder (ragmm-lite0 or a trained folder) on the dev split")
+    ap.add_argument("--fusion-out", type=Path, default=None, help="folder for fusion.json (default: MODEL's own folder)")
+    ap.add_argument("--fusion-report", type=Path, default=Path("eval/fusion-dev"), help="folder for the dev report (summary.json, per-run reports)")
     args = ap.parse_args(argv)
+    if args.fit_fusion:
+        from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+        from ragmm.retrievers.image import FUSION_FILE
+
+        result = fit_fusion(args.out, args.fit_fusion, report_dir=args.fusion_report)
+        target = args.fusion_out or (shipped_path(args.fit_fusion) if args.fit_fusion in SHIPPED_TOWERS else Path(args.fit_fusion))
+        (target / FUSION_FILE).write_text(json.dumps(result["calibration"], indent=2) + "\n", encoding="utf-8")
+        args.fusion_report.mkdir(parents=True, exist_ok=True)
+        (args.fusion_report / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({"fusion": str(target / FUSION_FILE), **result}, indent=2))
+        return
     if args.subsample:
         if args.subsample < 2 or not (args.out / "train.jsonl").is_file():
             sys.exit(f"error: --subsample needs N >= 2 and an existing {args.out / 'train.jsonl'} (build it first without --subsample)")

@@ -139,8 +139,15 @@ def write(out: Path, train_jsonl: Path | None, root: Path = STAMPS, threshold: f
     return counts
 
 
-VIEWS = {"fused": ["image", "text"], "image": ["image"], "text": ["text"]}
-VIEW_NAMES = {"fused": "image tower + text view (fused)", "image": "image tower only", "text": "text view: file name + OCR + labels"}
+# run -> (views a text query searches, fusion). "fused" is the retriever `ragmm ask` builds (its
+# default fusion: calibrated where the image encoder ships a calibration, else max).
+VIEWS = {"fused": (["image", "text"], "auto"), "fused-max": (["image", "text"], "max"), "image": (["image"], "max"), "text": (["text"], "max")}
+VIEW_NAMES = {
+    "fused": "image tower + text view (fused)",
+    "fused-max": "image tower + text view (max of raw cosines)",
+    "image": "image tower only",
+    "text": "text view: file name + OCR + labels",
+}
 SETS = ("all", "no-near-dups", "anonymous-names")
 
 
@@ -186,7 +193,7 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
     ]
     for name, folder, queries_file, qrels_file, with_ocr in [s for s in settings if s[0] in sets]:
         sections = {
-            "store": {"type": "edge", "path": str((data / f"store-{slug}-{folder}").resolve())},
+            "store": {"type": "edge", "path": str((data / f"store-{slug}-{folder}{'-no-ocr' if folder == 'stamps' and not with_ocr else ''}").resolve())},
             "encoders": {"image": {"type": "image-text", "model": image_model}},
             "index": {"ocr": with_ocr},
             "generator": {"type": "extractive"},
@@ -200,8 +207,8 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
             qrels = load_qrels(qrels_path)
             summary["n_queries"][name] = len(qrels)
             summary["runs"][f"{name}/chance"] = chance(qrels, n_items)
-            for view, views in VIEWS.items():
-                retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, pipe.embeddings, views=views)
+            for view, (views, fusion) in VIEWS.items():
+                retriever = ImageCorpusRetriever(pipe.store, text_encoder, image_encoder, pipe.embeddings, fusion=fusion, views=views)  # type: ignore[arg-type]
                 r = evaluate_retrieval(
                     data / queries_file,
                     qrels_path,
@@ -216,7 +223,9 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
                     progress=progress,
                 )
                 summary["runs"][f"{name}/{view}"] = r.metrics
-                if name in ("all", "anonymous-names") and not (name == "anonymous-names" and view == "image"):
+                if view == "fused":
+                    summary["fusion"] = retriever.fusion  # what "auto" chose for this encoder
+                if view != "fused-max" and name in ("all", "anonymous-names") and not (name == "anonymous-names" and view == "image"):
                     curves[f"{VIEW_NAMES[view]}{' (numbered files)' if name != 'all' else ''}"] = r.recall_curve
     curves["chance"] = [(k, min(k, n_items) / n_items) for k in CURVE_KS if k <= 100]
     out.mkdir(parents=True, exist_ok=True)
