@@ -5,7 +5,6 @@ Every command reads ``ragmm.toml`` from the working directory (or ``--config FIL
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 

@@ -9,6 +9,7 @@ multi-vector checkpoint (``model``).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -130,7 +131,7 @@ class LateInteractionReranker(CalibratedReranker):
         state: dict[str, Any] = {}
 
         def encode_tokens(texts: Sequence[str], is_query: bool) -> list[Any]:
-            if "model" not in state:
+            if "tokens" not in state:
                 text_encoder = encoders["text"]
                 scorer = f"{text_encoder.name}:tokens"
                 if calibration.scorer and calibration.scorer != scorer:
@@ -141,9 +142,11 @@ class LateInteractionReranker(CalibratedReranker):
                 # The ONNX export of the text encoder's model (its query path) gives the same
                 # token vectors without torch: tens of milliseconds instead of hundreds on CPU.
                 runtime = getattr(text_encoder, "query_runtime", lambda: None)()
-                state["model"] = runtime if runtime is not None and hasattr(runtime, "token_vectors") else text_encoder.model
-            model = state["model"]
-            return model.token_vectors(list(texts)) if hasattr(model, "token_vectors") else token_vectors(model, texts)
+                if runtime is not None and hasattr(runtime, "token_vectors"):
+                    state["tokens"] = runtime.token_vectors
+                else:
+                    state["tokens"] = functools.partial(token_vectors, text_encoder.model)
+            return state["tokens"](list(texts))
 
         return cls(encode_tokens, calibration, config.threshold, scorer=calibration.scorer)
 
