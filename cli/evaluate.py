@@ -200,14 +200,14 @@ def rerank(
                 built, pipe.encoder("text"), folder / "queries.jsonl", folder / "qrels.tsv", folder / "corpus.jsonl",
                 where, k=k, candidates=candidates, limit=limit, name=pipe.config.reranker.type, progress=not quiet,
             )
-            typer.echo(f"{folder} (n={report.n_queries}, k={k}, threshold {report.threshold:.2f}, {report.ms_rerank_per_query:.1f} ms/query):")
+            typer.echo(f"{folder} (n={report.n_queries}, k={k}, threshold {report.threshold:g}, {report.ms_rerank_per_query:.1f} ms/query):")
             for arm, s in report.arms.items():
                 typer.echo(f"  {arm:18s} precision {s.precision:.3f} recall {s.recall:.3f} kept {s.mean_kept:.2f} empty {s.empty:.3f} abstain-unanswerable {s.abstain_unanswerable:.3f}")
             return report
 
         if dev:
             built.threshold = keep_recall_threshold([run(folder, out / "dev" / folder.name) for folder in dev])
-            typer.echo(f"threshold {built.threshold:.2f}: the highest keeping fixed top-{k}'s recall on every dev set")
+            typer.echo(f"threshold {built.threshold:g}: the highest keeping fixed top-{k}'s recall on every dev set")
         for folder in dataset:
             run(folder, out / folder.name)
     finally:

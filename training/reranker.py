@@ -7,6 +7,13 @@ Every type then scores the dev rows, fits one calibrator per kind of item (and a
 over all of them), picks the threshold with the best F1 of "relevant" on dev, and writes
 ``calibration.json`` into ``output``.
 
+``features = [...]`` (late-interaction) fits a ``logistic`` calibration over a row of features
+per item instead (:data:`ragmm.reranking.late_interaction.FEATURES`), on the candidates that
+retrieval gives the queries of judged dev sets (``[data] judged``), because features such as the
+distance to the best candidate only mean something among real candidates; its threshold is the
+highest that keeps fixed top-k's recall on every judged set (what ``ragmm eval rerank --dev``
+chooses).
+
 Example ``reranker.toml``::
 
     type = "cross-encoder"
@@ -24,13 +31,14 @@ Example ``reranker.toml``::
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragmm.errors import ConfigError, InputError
 from ragmm.reranking.calibration import DEFAULT_KIND, Calibration, fit_calibrator
@@ -42,8 +50,14 @@ class _Section(BaseModel):
 
 class RerankData(_Section):
     train: str | None = Field(None, description='JSONL of {"query", "text", "label", "kind"}; cross-encoder only')
-    dev: str = Field(..., description="JSONL of the same rows, held out of training: calibration and threshold")
+    dev: str | None = Field(None, description="JSONL of the same rows, held out of training: calibration and threshold")
     max_dev: int | None = Field(None, gt=0, description="use an evenly spread subset of dev (slow scorers such as the llm)")
+    judged: list[str] = Field(
+        default_factory=list,
+        description="judged dev sets (folders of queries.jsonl, qrels.tsv, corpus.jsonl: data/rerank/dev/paragraph, ...); with `features`",
+    )
+    candidates: int = Field(20, gt=0, description="judged sets: items retrieved per query")
+    k: int = Field(5, gt=0, description="judged sets: most items kept, for the threshold rule")
 
 
 class RerankTrain(_Section):
@@ -61,8 +75,26 @@ class RerankTrainConfig(_Section):
     model: str | None = Field(None, description="late-interaction / llm: the model the reranker will use (None = its default)")
     output: str
     calibration: Literal["platt", "isotonic"] = "platt"
+    features: list[str] = Field(default_factory=list, description="late-interaction: fit a logistic calibration over these features (needs [data] judged)")
+    per_kind: bool = Field(True, description="features: one curve per kind of item beside the default one (false: the default one only)")
     data: RerankData
     train: RerankTrain = Field(default_factory=RerankTrain)
+
+    @model_validator(mode="after")
+    def _data_for_the_method(self) -> RerankTrainConfig:
+        if self.features:
+            from ragmm.reranking.late_interaction import FEATURES
+
+            if self.type != "late-interaction":
+                raise ValueError("features are late-interaction's; remove them or set type = 'late-interaction'")
+            unknown = [f for f in self.features if f not in FEATURES]
+            if unknown:
+                raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
+            if not self.data.judged:
+                raise ValueError("features need [data] judged (folders with queries.jsonl, qrels.tsv, corpus.jsonl)")
+        elif not self.data.dev:
+            raise ValueError("[data] dev is required (JSONL of query, text, label rows)")
+        return self
 
 
 @dataclass(slots=True)
@@ -187,6 +219,7 @@ def train_reranker(cfg: RerankTrainConfig, scorer: Any = None) -> RerankTrainRes
     # Scores are computed with an identity calibration, then the real one is fitted on them.
     identity = Calibration({DEFAULT_KIND: Calibrator("isotonic", x=[-1e9, 1e9], y=[0.0, 1.0])})
     name = cfg.type
+    encoder = None  # the text encoder that retrieves judged sets' candidates (None: the default)
     if scorer is None:
         if cfg.type == "cross-encoder":
             from ragmm.reranking.cross_encoder import CrossEncoderReranker
@@ -196,19 +229,34 @@ def train_reranker(cfg: RerankTrainConfig, scorer: Any = None) -> RerankTrainRes
             name = f"cross-encoder:{out.resolve()}"
         elif cfg.type == "late-interaction":
             from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
-            from ragmm.reranking.late_interaction import LateInteractionReranker, token_vectors
+            from ragmm.reranking.late_interaction import LateInteractionReranker, TextVectors, text_vectors
 
             if cfg.model:
                 raise ConfigError("late-interaction calibration of a multi-vector checkpoint: set [reranker] calibration after fitting; only the default token scorer is calibrated here")
             enc = SentenceTransformerEncoder()
-            scorer = LateInteractionReranker(lambda texts, is_query: token_vectors(enc.model, texts), identity)
+            # The ONNX export a pipeline's reranker reads, when there is one: the same vectors, faster.
+            runtime = enc.query_runtime()
+
+            def encode(texts: Sequence[str], is_query: bool) -> list[Any]:
+                if runtime is None:
+                    return text_vectors(enc.model, texts)
+                tokens, dense = runtime.tokens_and_embeddings(list(texts))
+                return [TextVectors(t, d) for t, d in zip(tokens, dense, strict=True)]
+
+            scorer = LateInteractionReranker(encode, identity)
             name = f"{enc.name}:tokens"
+            encoder = enc
         else:
             from ragmm.reranking.llm import LLMReranker
             from ragmm.routing.lm import ChatLM
 
             scorer = LLMReranker(lambda: ChatLM(cfg.model), identity)
             name = f"llm:{cfg.model or 'smollm2'}"
+    if cfg.features:
+        cal = fit_feature_calibration(scorer, encoder, cfg, name)
+        cal.save(out)
+        return RerankTrainResult(output=out, threshold=cal.threshold, seconds=time.perf_counter() - start, metrics=cal.metrics)
+    assert cfg.data.dev is not None  # the config's validator requires it without features
     rows = read_pairs(cfg.data.dev, cfg.data.max_dev)
     raw: list[float] = []
     # One query at a time, as the reranker sees them.
@@ -224,3 +272,80 @@ def train_reranker(cfg: RerankTrainConfig, scorer: Any = None) -> RerankTrainRes
     cal = fit_calibration(raw, rows, cfg.calibration, name)
     cal.save(out)
     return RerankTrainResult(output=out, threshold=cal.threshold, seconds=time.perf_counter() - start, metrics=cal.metrics)
+
+
+def fit_feature_calibration(scorer: Any, encoder: Any, cfg: RerankTrainConfig, name: str, progress: bool = True) -> Calibration:
+    """Fit a ``logistic`` calibration over ``cfg.features`` on judged dev sets' candidates.
+
+    Each judged query's candidates (``cfg.data.candidates``, by the text encoder's cosine) are
+    scored together, as a pipeline scores a query's hits; one curve over all of them
+    (``default``) and, with ``per_kind``, one per kind of item. The threshold is the highest
+    swept one that keeps fixed top-k's recall on every judged set.
+
+    Args:
+        scorer: the reranker whose ``raw_scores`` give the feature rows (its calibration is
+            replaced).
+        encoder: the text encoder that retrieves the candidates (``None``: the default one).
+        cfg: the training config (``features``, ``per_kind``, ``data.judged``).
+        name: what made the scores, written as the calibration's ``scorer``.
+    """
+    from tqdm.auto import tqdm
+
+    from ragmm.evaluation.rerank import evaluate_rerank, judged_candidates, keep_recall_threshold
+    from ragmm.types import Query
+
+    if encoder is None:
+        from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
+
+        encoder = SentenceTransformerEncoder()
+    cal = Calibration(scorer=name, features=list(cfg.features))
+    scorer.calibration = cal  # empty curves: raw_scores reads only the feature names
+    rows: list[list[float]] = []
+    labels: list[int] = []
+    kinds: list[str] = []
+    folders = [Path(f) for f in cfg.data.judged]
+    for folder in folders:
+        data = judged_candidates(encoder, folder / "queries.jsonl", folder / "qrels.tsv", folder / "corpus.jsonl", cfg.data.candidates)
+        for q in tqdm(data.queries, desc=f"features ({folder.name})", disable=not progress):
+            items = [data.items[j] for j in q.candidates]
+            rows.extend(scorer.raw_scores(Query(q.text), items))
+            labels.extend(int(it.source in q.relevant) for it in items)
+            kinds.extend(it.corpus or it.modality or DEFAULT_KIND for it in items)
+    cal.by_kind[DEFAULT_KIND] = fit_calibrator(rows, labels, "logistic")
+    if cfg.per_kind:
+        for kind in sorted(set(kinds) - {DEFAULT_KIND}):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            try:
+                cal.by_kind[kind] = fit_calibrator([rows[i] for i in idx], [labels[i] for i in idx], "logistic")
+            except ValueError:
+                continue  # one class only: the default curve serves this kind
+    scorer.threshold = 0.5
+    # The reports only feed the threshold rule (their figures go into the calibration's metrics).
+    with tempfile.TemporaryDirectory() as tmp:
+        reports = [
+            evaluate_rerank(
+                scorer, encoder, f / "queries.jsonl", f / "qrels.tsv", f / "corpus.jsonl", Path(tmp) / f.name, k=cfg.data.k, candidates=cfg.data.candidates, name=name, progress=progress
+            )
+            for f in folders
+        ]
+    cal.threshold = keep_recall_threshold(reports)
+    probs = cal.apply(rows, [k if k in cal.by_kind else DEFAULT_KIND for k in kinds])
+    cal.metrics = {
+        "dev_pairs": len(rows),
+        "dev_brier": round(sum((p - y) ** 2 for p, y in zip(probs, labels, strict=True)) / len(rows), 4),
+        "threshold_rule": "highest keeping fixed top-k's recall on every judged set",
+        "judged": {
+            f.name: {
+                "fixed top-k": [round(r.arms["fixed top-k"].precision, 4), round(r.arms["fixed top-k"].recall, 4)],
+                "adaptive up-to-k": [round(r.sweep[_key(cal.threshold)].precision, 4), round(r.sweep[_key(cal.threshold)].recall, 4)],
+            }
+            for f, r in zip(folders, reports, strict=True)
+        },
+    }
+    return cal
+
+
+def _key(t: float) -> str:
+    from ragmm.evaluation.rerank import sweep_key
+
+    return sweep_key(t)

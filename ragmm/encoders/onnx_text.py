@@ -328,17 +328,24 @@ class OnnxTextEncoder:
     def token_vectors(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
         """(T_i, D) float32 L2-normalised token vectors per text, special and padding tokens
         left out: what :func:`ragmm.reranking.late_interaction.token_vectors` gives on torch."""
+        return self.tokens_and_embeddings(texts, batch_size)[0]
+
+    def tokens_and_embeddings(self, texts: Sequence[str], batch_size: int = 32) -> tuple[list[np.ndarray], np.ndarray]:
+        """Both from one run of the model: the token vectors of :meth:`token_vectors` and the
+        ``(N, dim)`` embeddings of :meth:`encode`."""
         import numpy as np
 
         out: list[np.ndarray] = []
+        dense: list[np.ndarray] = []
         for i in range(0, len(texts), batch_size):
             tokens, feeds, encodings = self._run(texts[i : i + batch_size])
+            dense.append(self._pool(tokens, feeds))
             norms = np.linalg.norm(tokens, axis=-1, keepdims=True)
             tokens = tokens / np.clip(norms, 1e-12, None)
             for row, enc in zip(tokens, encodings, strict=True):
                 keep = np.array(enc.attention_mask, dtype=bool) & ~np.array(enc.special_tokens_mask, dtype=bool)
                 out.append(np.ascontiguousarray(row[keep], dtype=np.float32))
-        return out
+        return out, (np.concatenate(dense) if dense else np.zeros((0, self.dim), dtype=np.float32))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 L2-normalised embeddings, as sentence-transformers' ``encode``
@@ -348,6 +355,12 @@ class OnnxTextEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         tokens, feeds, _ = self._run(texts)  # (N, T, D)
+        return self._pool(tokens, feeds)
+
+    def _pool(self, tokens: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The model's pooling of raw ``(N, T, D)`` token embeddings, L2-normalised."""
+        import numpy as np
+
         if self.plan.pooling == "cls":
             pooled = tokens[:, 0]
         else:

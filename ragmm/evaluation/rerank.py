@@ -31,7 +31,75 @@ from ragmm.types import Hit, Item, Query
 ARMS = ("fixed top-k", "reranked top-k", "adaptive up-to-k")
 # Thresholds scored for adaptive up-to-k; finer near 0, where a trained scorer's relevancies of
 # the last relevant candidates often lie.
-SWEEP = (0.01, 0.02, 0.03, *(round(0.05 * i, 2) for i in range(1, 20)))
+SWEEP = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, *(round(0.05 * i, 2) for i in range(1, 20)))
+
+
+def sweep_key(t: float) -> str:
+    """How a swept threshold is written in ``report.json`` (``0.005``, ``0.1``)."""
+    return f"{t:.3f}".rstrip("0").rstrip(".") if t else "0"
+
+
+@dataclass(slots=True)
+class JudgedQuery:
+    """One judged query of a rerank set, with the candidates retrieval gives it.
+
+    Args:
+        text: the query.
+        relevant: ids of its relevant items.
+        candidates: indices into the set's items, best retrieval score first.
+        unanswerable: the same number of candidates with the relevant items taken out.
+        scores: the retrieval score of every item (indexable by item index).
+    """
+
+    text: str
+    relevant: set[str]
+    candidates: list[int]
+    unanswerable: list[int]
+    scores: Any
+
+
+@dataclass(slots=True)
+class JudgedSet:
+    """A rerank set read and retrieved: items, and its judged queries with their candidates."""
+
+    items: list[Item]
+    queries: list[JudgedQuery]
+
+
+def judged_candidates(encoder: Any, queries: Path, qrels: Path, corpus_file: Path, candidates: int = 20, limit: int | None = None) -> JudgedSet:
+    """Read a rerank set and retrieve each judged query's candidates by exact cosine.
+
+    Args:
+        encoder: the text encoder that retrieves the candidates.
+        queries: JSONL ``{"id", "text"}``.
+        qrels: TREC qrels (``qid 0 docid rel``).
+        corpus_file: JSONL ``{"id", "text"[, "corpus", "modality"]}``.
+        candidates: items retrieved per query.
+        limit: an evenly spread subset of this many queries.
+    """
+    import numpy as np
+
+    from ragmm.evaluation.retrieval import load_qrels
+
+    judged = load_qrels(qrels)
+    rows = [q for q in _read_jsonl(queries) if judged.get(q["id"])]
+    if limit and len(rows) > limit:
+        step = len(rows) / limit
+        rows = [rows[int(i * step)] for i in range(limit)]
+    docs = _read_jsonl(corpus_file)
+    items = [Item(corpus=d.get("corpus", "paragraph"), source=d["id"], text=d["text"], modality=d.get("modality", "text")) for d in docs]
+    doc_vecs = np.asarray(encoder.encode_document([d["text"] for d in docs]), dtype=np.float32)  # (N, D)
+    q_vecs = np.asarray(encoder.encode_query([q["text"] for q in rows]), dtype=np.float32)  # (Q, D)
+    sims = q_vecs @ doc_vecs.T  # (Q, N)
+    out = []
+    for qi, q in enumerate(rows):
+        rel = {d for d, r in judged[q["id"]].items() if r > 0}
+        order = np.argsort(-sims[qi])
+        top = [int(j) for j in order[:candidates]]
+        # The unanswerable variant: the same query, its relevant items taken out of the candidates.
+        unans = [int(j) for j in order if docs[int(j)]["id"] not in rel][:candidates]
+        out.append(JudgedQuery(q["text"], rel, top, unans, sims[qi]))
+    return JudgedSet(items, out)
 
 
 @dataclass(slots=True)
@@ -54,7 +122,7 @@ class RerankReport:
     threshold: float
     n_queries: int
     arms: dict[str, ArmScores] = field(default_factory=dict)
-    ms_rerank_per_query: float = 0.0  # one call per query: its candidates and the unanswerable variant's
+    ms_rerank_per_query: float = 0.0  # the call on a query's candidates (the unanswerable variant's not counted)
     # Adaptive up-to-k at other thresholds, from the same relevancies: threshold -> scores.
     sweep: dict[str, ArmScores] = field(default_factory=dict)
 
@@ -115,22 +183,10 @@ def evaluate_rerank(
         candidates: items retrieved per query before reranking.
         limit: evaluate an evenly spread subset of this many queries.
     """
-    import numpy as np
     from tqdm.auto import tqdm
 
-    from ragmm.evaluation.retrieval import load_qrels
-
-    judged = load_qrels(qrels)
-    rows = [q for q in _read_jsonl(queries) if judged.get(q["id"])]
-    if limit and len(rows) > limit:
-        step = len(rows) / limit
-        rows = [rows[int(i * step)] for i in range(limit)]
-    docs = _read_jsonl(corpus_file)
-    items = [Item(corpus=d.get("corpus", "paragraph"), source=d["id"], text=d["text"], modality=d.get("modality", "text")) for d in docs]
-    doc_vecs = np.asarray(encoder.encode_document([d["text"] for d in docs]), dtype=np.float32)  # (N, D)
-    q_vecs = np.asarray(encoder.encode_query([q["text"] for q in rows]), dtype=np.float32)  # (Q, D)
-    sims = q_vecs @ doc_vecs.T  # (Q, N)
-
+    data = judged_candidates(encoder, queries, qrels, corpus_file, candidates, limit)
+    items = data.items
     kept: dict[str, list[list[str]]] = {a: [] for a in ARMS}
     abstain: dict[str, list[bool]] = {a: [] for a in ARMS}
     relevant: list[set[str]] = []
@@ -138,21 +194,18 @@ def evaluate_rerank(
     swept: dict[float, list[list[str]]] = {t: [] for t in sweep_at}
     swept_abstain: dict[float, list[bool]] = {t: [] for t in sweep_at}
     seconds = 0.0
-    for qi, q in enumerate(tqdm(rows, desc=f"rerank ({name})", disable=not progress)):
-        rel = {d for d, r in judged[q["id"]].items() if r > 0}
-        relevant.append(rel)
-        order = np.argsort(-sims[qi])
-        top = [int(j) for j in order[:candidates]]
-        # The unanswerable variant: the same query, its relevant items taken out of the candidates.
-        unans = [int(j) for j in order if docs[int(j)]["id"] not in rel][:candidates]
-        # Both lists share all but a few items: one reranker call scores their union.
-        pool = list(dict.fromkeys(top + unans))
+    for q in tqdm(data.queries, desc=f"rerank ({name})", disable=not progress):
+        relevant.append(q.relevant)
+        top, unans = q.candidates, q.unanswerable
+        # One reranker call per list, as a pipeline makes it: a reranker may score an item
+        # against the others it is given (the late-interaction features' distance to the best).
         t0 = time.perf_counter()
-        scored = dict(zip(pool, reranker.relevancies(Query(q["text"]), [items[j] for j in pool]), strict=True))
+        by_list = {True: reranker.relevancies(Query(q.text), [items[j] for j in top])}
         seconds += time.perf_counter() - t0
+        by_list[False] = reranker.relevancies(Query(q.text), [items[j] for j in unans])
         for cand, answerable in ((top, True), (unans, False)):
-            hits = [Hit(items[j], float(sims[qi, j])) for j in cand]
-            relevancy = [scored[j] for j in cand]
+            hits = [Hit(items[j], float(q.scores[j])) for j in cand]
+            relevancy = by_list[answerable]
             chosen = {
                 "fixed top-k": hits[:k],
                 "reranked top-k": select(hits, relevancy, k, float("-inf")),
@@ -170,7 +223,7 @@ def evaluate_rerank(
                     swept[t].append(ids)
                 else:
                     swept_abstain[t].append(not ids)
-    report = RerankReport(dataset=str(queries.parent), reranker=name, k=k, candidates=candidates, threshold=float(reranker.threshold), n_queries=len(rows))
+    report = RerankReport(dataset=str(queries.parent), reranker=name, k=k, candidates=candidates, threshold=float(reranker.threshold), n_queries=len(data.queries))
     for arm in ARMS:
         scores = score_arm(kept[arm], relevant)
         scores.abstain_unanswerable = sum(abstain[arm]) / max(len(abstain[arm]), 1)
@@ -178,8 +231,8 @@ def evaluate_rerank(
     for t in sweep_at:
         scores = score_arm(swept[t], relevant)
         scores.abstain_unanswerable = sum(swept_abstain[t]) / max(len(swept_abstain[t]), 1)
-        report.sweep[f"{t:.2f}"] = scores
-    report.ms_rerank_per_query = 1000 * seconds / max(len(rows), 1)
+        report.sweep[sweep_key(t)] = scores
+    report.ms_rerank_per_query = 1000 * seconds / max(len(data.queries), 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
@@ -192,12 +245,12 @@ def keep_recall_threshold(reports: Sequence[RerankReport]) -> float:
 
     Example:
         >>> r = RerankReport("dev", "x", 5, 20, 0.5, 10, arms={"fixed top-k": ArmScores(0.2, 0.8, 5, 0)})
-        >>> r.sweep = {"0.10": ArmScores(0.5, 0.85, 2, 0), "0.50": ArmScores(0.9, 0.6, 1, 0)}
+        >>> r.sweep = {"0.1": ArmScores(0.5, 0.85, 2, 0), "0.5": ArmScores(0.9, 0.6, 1, 0)}
         >>> keep_recall_threshold([r])
         0.1
     """
     if not reports:
         raise ValueError("keep_recall_threshold needs at least one dev report")
     thresholds = sorted({float(t) for r in reports for t in r.sweep})
-    kept = [t for t in thresholds if all(r.sweep[f"{t:.2f}"].recall >= r.arms["fixed top-k"].recall - 1e-9 for r in reports)]
+    kept = [t for t in thresholds if all(r.sweep[sweep_key(t)].recall >= r.arms["fixed top-k"].recall - 1e-9 for r in reports)]
     return max(kept) if kept else thresholds[0]

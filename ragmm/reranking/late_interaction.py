@@ -5,6 +5,12 @@ Zaharia 2020); dividing by the number of query tokens puts it in [-1, 1] whateve
 length, before calibration maps it to a relevancy. Token vectors come from the configured text
 encoder's own model (all-MiniLM-L6-v2 by default: no second model to load), or from a trained
 multi-vector checkpoint (``model``).
+
+A calibration with :attr:`~ragmm.reranking.calibration.Calibration.features` (a ``logistic``
+one) is given a row per item instead of one score: MaxSim, the dense cosine of the same run of
+the model (its pooled vector), and each one's distance to the best of the candidates of the
+same corpus in this call (:data:`FEATURES`). The distances say what a fixed threshold on a raw
+score cannot: whether an item is as good as this query's best, or far behind it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,34 @@ from ragmm.reranking.calibration import Calibration
 from ragmm.types import Item, Query
 
 SHIPPED_CALIBRATION = Path(__file__).parent / "weights" / "late-interaction-minilm"
+# What a logistic calibration may name: scores of the pair, and their distance to the best one
+# among the candidates of the same corpus (<= 0).
+FEATURES = ("maxsim", "cosine", "maxsim_to_best", "cosine_to_best")
+
+
+@dataclass(slots=True)
+class TextVectors:
+    """One text's vectors from one run of the model.
+
+    Args:
+        tokens: (T, D) L2-normalised token vectors, special and padding tokens left out.
+        dense: (D,) L2-normalised pooled vector; ``None``: the mean of the tokens serves.
+    """
+
+    tokens: Any
+    dense: Any = None
+
+    def pooled(self) -> Any:
+        import numpy as np
+
+        if self.dense is not None:
+            return self.dense
+        mean = np.asarray(self.tokens, dtype=np.float32).mean(axis=0) if len(self.tokens) else np.zeros(1, dtype=np.float32)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def _as_vectors(x: Any) -> TextVectors:
+    return x if isinstance(x, TextVectors) else TextVectors(x)
 
 
 def maxsim(query: Any, item: Any) -> float:
@@ -49,23 +84,30 @@ def maxsim(query: Any, item: Any) -> float:
 def token_vectors(st_model: Any, texts: Sequence[str], batch_size: int = 32) -> list[Any]:
     """(T_i, D) L2-normalised token vectors of a sentence-transformers model, special and
     padding tokens left out."""
+    return [v.tokens for v in text_vectors(st_model, texts, batch_size)]
+
+
+def text_vectors(st_model: Any, texts: Sequence[str], batch_size: int = 32) -> list[TextVectors]:
+    """Token vectors and the model's own sentence embedding per text, from one forward pass."""
     import numpy as np
     import torch
 
-    out: list[Any] = []
+    out: list[TextVectors] = []
     tok = st_model.tokenizer
     for i in range(0, len(texts), batch_size):
         batch = list(texts[i : i + batch_size])
         prepare = getattr(st_model, "preprocess", None) or st_model.tokenize
         features = {k: v.to(st_model.device) if hasattr(v, "to") else v for k, v in prepare(batch).items()}
         with torch.inference_mode():
-            emb = st_model.forward(features)["token_embeddings"].float()  # (B, T, D)
-        emb = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+            result = st_model.forward(features)
+        emb = torch.nn.functional.normalize(result["token_embeddings"].float(), dim=-1).cpu().numpy()  # (B, T, D)
+        dense = result.get("sentence_embedding")
+        dense = None if dense is None else torch.nn.functional.normalize(dense.float(), dim=-1).cpu().numpy()  # (B, D)
         ids = features["input_ids"].cpu().numpy()
         mask = features["attention_mask"].cpu().numpy().astype(bool)
         special = np.isin(ids, list(tok.all_special_ids))
-        for row, keep in zip(emb, mask & ~special, strict=True):
-            out.append(np.ascontiguousarray(row[keep]))
+        for b, (row, keep) in enumerate(zip(emb, mask & ~special, strict=True)):
+            out.append(TextVectors(np.ascontiguousarray(row[keep]), None if dense is None else dense[b]))
     return out
 
 
@@ -73,7 +115,8 @@ class LateInteractionReranker(CalibratedReranker):
     """Relevancy from normalised MaxSim, calibrated per kind of item.
 
     Args:
-        encode: ``(texts, is_query) -> list of (T, D) token vectors``.
+        encode: ``(texts, is_query) -> list of (T, D) token vectors`` (or of
+            :class:`TextVectors`, which also carry the dense vector).
         calibration: the curves fitted for this scorer.
         threshold: least relevancy kept (``None``: the calibration's).
 
@@ -100,10 +143,10 @@ class LateInteractionReranker(CalibratedReranker):
         self.cache_size = cache_size
 
     def item_vectors(self, texts: Sequence[str]) -> list[Any]:
-        """(T, D) token vectors per item text, from the cache when seen recently."""
+        """:class:`TextVectors` per item text, from the cache when seen recently."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         for text, vecs in zip(missing, self._encode(missing, False) if missing else [], strict=True):
-            self._cache[text] = vecs
+            self._cache[text] = _as_vectors(vecs)
         out = []
         for t in texts:
             self._cache.move_to_end(t)
@@ -142,15 +185,40 @@ class LateInteractionReranker(CalibratedReranker):
                 # The ONNX export of the text encoder's model (its query path) gives the same
                 # token vectors without torch: tens of milliseconds instead of hundreds on CPU.
                 runtime = getattr(text_encoder, "query_runtime", lambda: None)()
-                if runtime is not None and hasattr(runtime, "token_vectors"):
-                    state["tokens"] = runtime.token_vectors
+                if runtime is not None and hasattr(runtime, "tokens_and_embeddings"):
+
+                    def onnx_vectors(batch: list[str]) -> list[TextVectors]:
+                        tokens, dense = runtime.tokens_and_embeddings(batch)
+                        return [TextVectors(t, d) for t, d in zip(tokens, dense, strict=True)]
+
+                    state["tokens"] = onnx_vectors
                 else:
-                    state["tokens"] = functools.partial(token_vectors, text_encoder.model)
+                    state["tokens"] = functools.partial(text_vectors, text_encoder.model)
             return state["tokens"](list(texts))
 
         return cls(encode_tokens, calibration, config.threshold, scorer=calibration.scorer)
 
-    def raw_scores(self, query: Query, items: Sequence[Item]) -> list[float]:
-        q = self._encode([query.text], True)[0]
+    def raw_scores(self, query: Query, items: Sequence[Item]) -> list[Any]:
+        """MaxSim per item; with a feature calibration, a row of its ``features`` per item."""
+        q = _as_vectors(self._encode([query.text], True)[0])
         docs = self.item_vectors([item_text(it) for it in items])
-        return [maxsim(q, d) for d in docs]
+        scores = [maxsim(q.tokens, d.tokens) for d in docs]
+        names = self.calibration.features
+        if not names:
+            return scores
+        import numpy as np
+
+        unknown = set(names) - set(FEATURES)
+        if unknown:
+            raise ConfigError(f"[reranker] the calibration names features {sorted(unknown)}; the late-interaction reranker gives {list(FEATURES)}")
+        qv = np.asarray(q.pooled(), dtype=np.float32)
+        cols = {"maxsim": np.asarray(scores, dtype=np.float64), "cosine": np.asarray([float(qv @ d.pooled()) for d in docs], dtype=np.float64)}
+        # The best of the same corpus: scores of different corpora are not on one scale.
+        corpora = np.asarray([it.corpus or it.modality for it in items])
+        for base in ("maxsim", "cosine"):
+            best = np.empty(len(items))
+            for corpus in set(corpora.tolist()):
+                same = corpora == corpus
+                best[same] = cols[base][same].max()
+            cols[f"{base}_to_best"] = cols[base] - best
+        return np.stack([cols[n] for n in names], axis=1).tolist()

@@ -169,3 +169,24 @@ def test_a_question_runs_the_model_once_for_its_vector_and_its_tokens(tiny_model
     np.testing.assert_array_equal(vec, fresh.encode([TEXTS[0]]))
     onnx.encode(TEXTS[:2])  # batches are not remembered
     assert runs[-1] == TEXTS[:2]
+
+
+def test_tokens_and_embeddings_come_from_one_run(tiny_model, cache):
+    """The feature-calibrated late-interaction reranker reads both from one run: the same
+    token vectors as token_vectors and the same embeddings as encode (and as torch's)."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragmm.reranking.late_interaction import text_vectors
+
+    onnx = OnnxTextEncoder.load(tiny_model)
+    runs = []
+    run_batch = onnx._run_batch
+    onnx._run_batch = lambda texts: runs.append(list(texts)) or run_batch(texts)
+    tokens, dense = onnx.tokens_and_embeddings(TEXTS, batch_size=3)
+    assert len(runs) == 2 and dense.shape == (len(TEXTS), onnx.dim)
+    fresh = OnnxTextEncoder.load(tiny_model)
+    np.testing.assert_allclose(dense, fresh.encode(TEXTS), atol=1e-5)
+    for a, b in zip(tokens, fresh.token_vectors(TEXTS), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    reference = text_vectors(SentenceTransformer(str(tiny_model), device="cpu"), TEXTS)
+    assert min(float(r.dense @ d) for r, d in zip(reference, dense, strict=True)) >= 0.9999

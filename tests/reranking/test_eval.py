@@ -55,10 +55,10 @@ def test_adaptive_beats_fixed_top_k_on_precision(tmp_path):
 
 
 def _report(fixed_recall, sweep):
-    from ragmm.evaluation.rerank import ArmScores, RerankReport
+    from ragmm.evaluation.rerank import ArmScores, RerankReport, sweep_key
 
     r = RerankReport("dev", "x", 5, 20, 0.5, 10, arms={"fixed top-k": ArmScores(0.2, fixed_recall, 5.0, 0.0)})
-    r.sweep = {f"{t:.2f}": ArmScores(0.5, rec, 1.0, 0.0) for t, rec in sweep.items()}
+    r.sweep = {sweep_key(t): ArmScores(0.5, rec, 1.0, 0.0) for t, rec in sweep.items()}
     return r
 
 
