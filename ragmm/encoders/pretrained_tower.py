@@ -54,6 +54,8 @@ class TrunkTower(InputModule):
         augment: random zoom, shift and flip of training images (disables the feature cache).
         words: add the probability-weighted class-name vector (needs ``class_vectors``).
         words_top_k: classes kept in the words vector (their probabilities renormalised).
+        words_temperature: the class probabilities of the words vector are ``softmax(logits / T)``;
+            above 1 they spread over more classes (the labels keep ``T = 1``).
         label_threshold: a class is named in :meth:`labels` from this probability up.
         label_top_k: at most this many class names per image.
         label_hypernym: write ``"Chihuahua (toy dog)"`` rather than ``"Chihuahua"``.
@@ -61,7 +63,7 @@ class TrunkTower(InputModule):
 
     config_keys: ClassVar[list[str]] = [
         "out_dim", "trunk", "image_size", "head", "hidden", "dropout", "train_blocks", "augment",
-        "words", "words_top_k", "label_threshold", "label_top_k", "label_hypernym",
+        "words", "words_top_k", "words_temperature", "label_threshold", "label_top_k", "label_hypernym",
     ]  # fmt: skip
     save_in_root = False
 
@@ -77,6 +79,7 @@ class TrunkTower(InputModule):
         augment: bool = False,
         words: bool = True,
         words_top_k: int = 5,
+        words_temperature: float = 1.0,
         label_threshold: float = 0.2,
         label_top_k: int = 3,
         label_hypernym: bool = False,
@@ -91,7 +94,9 @@ class TrunkTower(InputModule):
         self.out_dim, self.trunk_name, self.image_size = int(out_dim), trunk, int(image_size)
         self.head_kind, self.hidden, self.dropout = head, int(hidden), float(dropout)
         self.train_blocks, self.augment = int(train_blocks), bool(augment)
-        self.words, self.words_top_k = bool(words), int(words_top_k)
+        if words_temperature <= 0:
+            raise ValueError(f"words_temperature must be > 0, got {words_temperature}")
+        self.words, self.words_top_k, self.words_temperature = bool(words), int(words_top_k), float(words_temperature)
         self.label_threshold, self.label_top_k, self.label_hypernym = float(label_threshold), int(label_top_k), bool(label_hypernym)
         self.trunk = load_trunk(trunk, image_size=self.image_size, train_blocks=self.train_blocks)
         c = self.trunk.dim
@@ -182,7 +187,7 @@ class TrunkTower(InputModule):
 
     def words_vector(self, logits: Tensor) -> Tensor:
         """``(B, 1000)`` logits -> ``(B, D)``: the top classes' name vectors weighted by probability."""
-        probs = logits.float().softmax(dim=-1)
+        probs = (logits.float() / self.words_temperature).softmax(dim=-1)
         top, idx = probs.topk(self.words_top_k, dim=-1)  # (B, k)
         top = top / top.sum(dim=-1, keepdim=True)
         return torch.einsum("bk,bkd->bd", top, self.class_vectors.float()[idx]).to(self.class_vectors.dtype)

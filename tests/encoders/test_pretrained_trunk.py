@@ -98,3 +98,24 @@ def test_shipped_lite0_loads_by_name_and_labels_a_picture():
     assert "beacon" in labels[0]
     query = enc.encode_query(["a lighthouse by the sea", "a plate of spaghetti"])
     assert float(query[0] @ vecs[0]) > float(query[1] @ vecs[0])
+
+
+def test_words_temperature_spreads_the_words_vector_and_round_trips(tmp_path):
+    from ragmm.encoders.pretrained_tower import TrunkTower
+
+    tower = TrunkTower(out_dim=4, image_size=64, head="linear", words_top_k=2, words_temperature=4.0)
+    vectors = torch.zeros(1000, 4)
+    vectors[0, 0], vectors[1, 1] = 1.0, 1.0  # class 0 -> e0, class 1 -> e1
+    tower.set_class_vectors(vectors)
+    logits = torch.full((1, 1000), -20.0)
+    logits[0, 0], logits[0, 1] = 4.0, 0.0
+    spread = tower.words_vector(logits)[0]  # softmax([1, 0]) over the top two: 0.73 / 0.27
+    torch.testing.assert_close(spread[:2], torch.tensor([0.7311, 0.2689]), atol=1e-4, rtol=0)
+    tower.words_temperature = 1.0  # softmax([4, 0]): 0.98 / 0.02
+    assert float(tower.words_vector(logits)[0, 0]) > 0.98
+    assert TrunkTower(out_dim=4, image_size=64).words_temperature == 1.0  # towers saved without the key
+    tower.words_temperature = 4.0
+    tower.save(str(tmp_path))
+    assert TrunkTower.load(str(tmp_path)).words_temperature == 4.0
+    with pytest.raises(ValueError, match="words_temperature must be > 0"):
+        TrunkTower(out_dim=4, image_size=64, words_temperature=0)

@@ -65,6 +65,7 @@ class TrunkSettings(BaseModel):
     trunk_lr_scale: float = Field(0.1, gt=0, description="learning rate of the fine-tuned blocks relative to the head's")
     words: bool = Field(True, description="add the probability-weighted vector of the ImageNet class names")
     words_top_k: int = Field(5, gt=0)
+    words_temperature: float = Field(1.0, gt=0, description="softmax temperature of the class probabilities in the words vector (above 1: spread over more classes)")
     label_threshold: float = Field(0.2, gt=0, le=1, description="a class is named in an image's label text from this probability up")
     label_top_k: int = Field(3, gt=0)
     label_hypernym: bool = False
