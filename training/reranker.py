@@ -229,21 +229,13 @@ def train_reranker(cfg: RerankTrainConfig, scorer: Any = None) -> RerankTrainRes
             name = f"cross-encoder:{out.resolve()}"
         elif cfg.type == "late-interaction":
             from ragmm.encoders.sentence_transformer import SentenceTransformerEncoder
-            from ragmm.reranking.late_interaction import LateInteractionReranker, TextVectors, text_vectors
+            from ragmm.reranking.late_interaction import LateInteractionReranker, encoder_text_vectors
 
             if cfg.model:
                 raise ConfigError("late-interaction calibration of a multi-vector checkpoint: set [reranker] calibration after fitting; only the default token scorer is calibrated here")
             enc = SentenceTransformerEncoder()
-            # The ONNX export a pipeline's reranker reads, when there is one: the same vectors, faster.
-            runtime = enc.query_runtime()
-
-            def encode(texts: Sequence[str], is_query: bool) -> list[Any]:
-                if runtime is None:
-                    return text_vectors(enc.model, texts)
-                tokens, dense = runtime.tokens_and_embeddings(list(texts))
-                return [TextVectors(t, d) for t, d in zip(tokens, dense, strict=True)]
-
-            scorer = LateInteractionReranker(encode, identity)
+            vectors = encoder_text_vectors(enc)  # what a pipeline's reranker reads
+            scorer = LateInteractionReranker(lambda texts, is_query: vectors(texts), identity)
             name = f"{enc.name}:tokens"
             encoder = enc
         else:
@@ -291,7 +283,7 @@ def fit_feature_calibration(scorer: Any, encoder: Any, cfg: RerankTrainConfig, n
     """
     from tqdm.auto import tqdm
 
-    from ragmm.evaluation.rerank import evaluate_rerank, judged_candidates, keep_recall_threshold
+    from ragmm.evaluation.rerank import evaluate_rerank, judged_candidates, keep_recall_threshold, sweep_key
     from ragmm.types import Query
 
     if encoder is None:
@@ -304,8 +296,8 @@ def fit_feature_calibration(scorer: Any, encoder: Any, cfg: RerankTrainConfig, n
     labels: list[int] = []
     kinds: list[str] = []
     folders = [Path(f) for f in cfg.data.judged]
-    for folder in folders:
-        data = judged_candidates(encoder, folder / "queries.jsonl", folder / "qrels.tsv", folder / "corpus.jsonl", cfg.data.candidates)
+    sets = [judged_candidates(encoder, f / "queries.jsonl", f / "qrels.tsv", f / "corpus.jsonl", cfg.data.candidates) for f in folders]
+    for folder, data in zip(folders, sets, strict=True):
         for q in tqdm(data.queries, desc=f"features ({folder.name})", disable=not progress):
             items = [data.items[j] for j in q.candidates]
             rows.extend(scorer.raw_scores(Query(q.text), items))
@@ -324,9 +316,10 @@ def fit_feature_calibration(scorer: Any, encoder: Any, cfg: RerankTrainConfig, n
     with tempfile.TemporaryDirectory() as tmp:
         reports = [
             evaluate_rerank(
-                scorer, encoder, f / "queries.jsonl", f / "qrels.tsv", f / "corpus.jsonl", Path(tmp) / f.name, k=cfg.data.k, candidates=cfg.data.candidates, name=name, progress=progress
+                scorer, encoder, f / "queries.jsonl", f / "qrels.tsv", f / "corpus.jsonl", Path(tmp) / f.name,
+                k=cfg.data.k, candidates=cfg.data.candidates, name=name, progress=progress, data=data,
             )
-            for f in folders
+            for f, data in zip(folders, sets, strict=True)
         ]
     cal.threshold = keep_recall_threshold(reports)
     probs = cal.apply(rows, [k if k in cal.by_kind else DEFAULT_KIND for k in kinds])
@@ -337,15 +330,10 @@ def fit_feature_calibration(scorer: Any, encoder: Any, cfg: RerankTrainConfig, n
         "judged": {
             f.name: {
                 "fixed top-k": [round(r.arms["fixed top-k"].precision, 4), round(r.arms["fixed top-k"].recall, 4)],
-                "adaptive up-to-k": [round(r.sweep[_key(cal.threshold)].precision, 4), round(r.sweep[_key(cal.threshold)].recall, 4)],
+                "adaptive up-to-k": [round(r.sweep[sweep_key(cal.threshold)].precision, 4), round(r.sweep[sweep_key(cal.threshold)].recall, 4)],
             }
             for f, r in zip(folders, reports, strict=True)
         },
     }
     return cal
 
-
-def _key(t: float) -> str:
-    from ragmm.evaluation.rerank import sweep_key
-
-    return sweep_key(t)

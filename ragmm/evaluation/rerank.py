@@ -169,6 +169,7 @@ def evaluate_rerank(
     limit: int | None = None,
     name: str = "reranker",
     progress: bool = True,
+    data: JudgedSet | None = None,
 ) -> RerankReport:
     """Score the three arms on one judged set; write ``report.json`` under ``out_dir``.
 
@@ -182,10 +183,13 @@ def evaluate_rerank(
         k: most items kept.
         candidates: items retrieved per query before reranking.
         limit: evaluate an evenly spread subset of this many queries.
+        data: the set already read and retrieved (:func:`judged_candidates` with the same
+            files, ``candidates`` and ``limit``), so that it is not encoded again.
     """
     from tqdm.auto import tqdm
 
-    data = judged_candidates(encoder, queries, qrels, corpus_file, candidates, limit)
+    if data is None:
+        data = judged_candidates(encoder, queries, qrels, corpus_file, candidates, limit)
     items = data.items
     kept: dict[str, list[list[str]]] = {a: [] for a in ARMS}
     abstain: dict[str, list[bool]] = {a: [] for a in ARMS}
