@@ -20,7 +20,7 @@ def retrieval(
     corpus_file: Annotated[Path | None, typer.Option(help="JSONL {id, text} to encode and search (a temporary store)")] = None,
     corpus: Annotated[str | None, typer.Option(help="or an existing corpus of the configured store")] = None,
     model: Annotated[str | None, typer.Option(help="text encoder to evaluate (default: [encoders.text] of the config)")] = None,
-    image_model: Annotated[str | None, typer.Option(help="image encoder to evaluate (default: [encoders.image]): ragmm-clipart, a trained folder")] = None,
+    image_model: Annotated[str | None, typer.Option(help="image encoder to evaluate (default: [encoders.image]): ragmm-lite0, ragmm-clipart, a trained folder")] = None,
     out: Annotated[Path, typer.Option(help="folder for report.json and the PNG plots")] = Path("eval"),
     depth: Annotated[int, typer.Option(help="hits retrieved per query")] = 100,
     view: Annotated[str | None, typer.Option(help="image corpus only: search one view, 'image' (pixels) or 'text' (file name, OCR); default both, fused")] = None,

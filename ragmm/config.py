@@ -106,7 +106,9 @@ class RaySettings(BaseModel):
 # A modality is a reader, an encoder and a retriever, each named by type in its own section
 # (``[readers.video]``, ``[encoders.video]``, ``[retrievers.video]``); the sections given are
 # merged over these defaults, and ``type = "none"`` removes one.
-DEFAULT_ENCODERS = {"text": ComponentSpec(type="sentence-transformers"), "image": ComponentSpec(type="ragmm-clipart")}
+# The image encoder is the shipped pretrained-trunk tower, which finds unnamed pictures far more
+# often than ragmm-clipart (README, "The shipped image towers"); type = "ragmm-clipart" still loads.
+DEFAULT_ENCODERS = {"text": ComponentSpec(type="sentence-transformers"), "image": ComponentSpec(type="ragmm-lite0")}
 DEFAULT_READERS = {"text": ComponentSpec(type="text"), "image": ComponentSpec(type="image"), "video": ComponentSpec(type="video")}
 DEFAULT_RETRIEVERS = {"text": ComponentSpec(type="dense"), "image": ComponentSpec(type="image"), "video": ComponentSpec(type="video")}
 

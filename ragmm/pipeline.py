@@ -167,8 +167,8 @@ class Pipeline:
 
         With ``image`` (or ``Query.image``) retrieval is by that image: each corpus's retriever
         searches with the image's embedding where an encoder puts images into that corpus's
-        space (image to image, and image to text with ``ragmm-clipart``), and leaves the corpus
-        out otherwise.
+        space (image to image, and image to text with the shipped ``ragmm-lite0``), and leaves
+        the corpus out otherwise.
         """
         return self.search(_query(query, k, corpora, image))[0]
 

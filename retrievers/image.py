@@ -2,7 +2,7 @@
 
 Each point of the ``image`` corpus has two vectors (see :mod:`ragmm.ingest.indexer`):
 
-- ``image``: the image encoder's embedding of the pixels (``ragmm-clipart``, CLIP, SigLIP...);
+- ``image``: the image encoder's embedding of the pixels (``ragmm-lite0``, ``ragmm-clipart``, CLIP...);
 - ``text``: the text encoder's embedding of the file name, EXIF/PNG description, OCR text and
   the image encoder's labels (``ragmm-lite0``: "picture of: ...").
 
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragmm.encoders.shared import Encoders, QueryEmbeddings
 from ragmm.errors import ConfigError, EncoderMismatchError
 from ragmm.protocols import CollectionSpec, Encoder, SearchRequest, Store, Where
+from ragmm.stores.common import encoder_mismatch
 from ragmm.types import Hit, Item, Query
 
 if TYPE_CHECKING:
@@ -249,12 +250,8 @@ class ImageCorpusRetriever:
         for view, encoder in ((IMAGE_VECTOR, self.image_encoder), (TEXT_VECTOR, self.text_encoder)):
             if view not in spec.vectors:
                 raise EncoderMismatchError(f"corpus '{spec.name}' has no '{view}' vector; it is not an image corpus built by ragmm")
-            built = spec.encoder_of(view)
-            if built != encoder.name:
-                raise EncoderMismatchError(
-                    f"corpus '{spec.name}' was built with {view} encoder {built}, but the configured one is {encoder.name}; "
-                    f"configure that encoder again ([encoders.{'image' if view == IMAGE_VECTOR else 'text'}]), or re-index into a new store path"
-                )
+            if spec.encoder_of(view) != encoder.name:
+                raise encoder_mismatch(spec, view, encoder.name, getattr(self.store, "location", "the store"))
 
     def retrieve(self, query: Query, corpus: str, k: int, where: Where | None = None) -> list[Hit]:
         """The best ``k`` items of ``corpus``, each with both views' scores in ``Hit.scores``."""

@@ -25,7 +25,7 @@ Three kinds of folder load as :class:`ImageTextEncoder`:
 - a *tower-only* checkpoint (``ragmm_image_tower.json`` + ``image_tower/``): with a locked text
   tower only the image tower is new, so only it is stored (fp16 safetensors, 4.9 MB) and the text
   tower is the text model it names, loaded from where it is installed. The shipped
-  ``ragmm-clipart`` is one, inside the package;
+  ``ragmm-lite0`` (the default image encoder) and ``ragmm-clipart`` are two, inside the package;
 - any sentence-transformers model that reads images (e.g. a CLIP model saved by
   sentence-transformers), loaded without running code from the folder.
 """
@@ -63,7 +63,7 @@ TOWER_TYPES = (IMAGE_TOWER_TYPE, TRUNK_TOWER_TYPE)
 TOWER_ONLY_FILE = "ragmm_image_tower.json"
 STOCK_MAX_SIDE = 512  # images for a stock sentence-transformers model are decoded to this side at most
 TOWER_DIR = "image_tower"
-SHIPPED = "ragmm-clipart"
+SHIPPED = "ragmm-clipart"  # what type = "image-text" or "ragmm-clipart" loads when no model is given
 SHIPPED_TOWERS = ("ragmm-clipart", "ragmm-lite0")  # shipped tower-only checkpoints, loadable by name
 
 

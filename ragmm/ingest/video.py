@@ -17,8 +17,8 @@ the rows' L2-normalised mean as a dense ``pooled`` vector for the store's prefet
 Text rows are the text encoder's token vectors (a late-interaction encoder) or, for a dense
 encoder such as all-MiniLM-L6-v2, one vector per transcript segment, on-screen text line and
 metadata field. Frame rows are the image encoder's vectors when it embeds into the text
-encoder's space (``ragmm-clipart`` shares MiniLM's); otherwise frames are left out and the
-payload says so (``frames_embedded: false``).
+encoder's space (the shipped ``ragmm-lite0`` and ``ragmm-clipart`` share MiniLM's); otherwise
+frames are left out and the payload says so (``frames_embedded: false``).
 
 Bad input is an :class:`~ragmm.errors.InputError` naming the file and what to do. A video
 without an audio track, or whose audio is silent, is still indexed by its frames, on-screen text

@@ -54,10 +54,58 @@ def check_same_spec(stored: CollectionSpec, asked: CollectionSpec, where: str) -
     """
     if stored.encoder == asked.encoder and dict(stored.vectors) == dict(asked.vectors):
         return
+    for vector in stored.vectors:
+        if vector in asked.vectors and stored.vectors[vector].size == asked.vectors[vector].size and stored.encoder_of(vector) != asked.encoder_of(vector):
+            raise encoder_mismatch(stored, vector, asked.encoder_of(vector), where)
     raise EncoderMismatchError(
         f"collection {stored.name!r} in {where} was built with encoder {stored.encoder!r} ({describe_vectors(stored.vectors)}) "
-        f"but encoder {asked.encoder!r} ({describe_vectors(asked.vectors)}) was asked for; configure the original encoder, "
-        f"re-index into a new store path, or drop the collection with `ragmm remove` and index again"
+        f"but encoder {asked.encoder!r} ({describe_vectors(asked.vectors)}) was asked for; {_advice(stored, None, where)}"
+    )
+
+
+def encoder_section(spec: CollectionSpec, vector: str | None = None) -> str:
+    """The config section of the encoder that made ``vector`` (default: the collection's own
+    encoder): ``encoders.image`` for the pixels of an image corpus, else ``encoders.text``."""
+    own = vector is None or spec.encoder_of(vector) == spec.encoder
+    return "encoders.image" if spec.modality == "image" and own else "encoders.text"
+
+
+def encoder_setting(identity: str) -> str:
+    """The config line that selects the encoder remembered as ``identity`` again: a shipped
+    encoder is remembered by its registered name (``type = "ragmm-clipart"``), any other by
+    its model (``model = "/models/tower"``)."""
+    from ragmm.registry import registry
+
+    return f'type = "{identity}"' if identity in registry.names("encoder") else f'model = "{identity}"'
+
+
+def _advice(spec: CollectionSpec, vector: str | None, where: str) -> str:
+    built = spec.encoder if vector is None else spec.encoder_of(vector)
+    return (
+        f"to use it as built, set [{encoder_section(spec, vector)}] {encoder_setting(built)} in the config; to re-index it, "
+        f"delete {where} (or index into another store path) and run `ragmm index` again"
+    )
+
+
+def encoder_mismatch(spec: CollectionSpec, vector: str, configured: str, where: str) -> EncoderMismatchError:
+    """The error for a collection whose ``vector`` another encoder than ``configured`` made.
+
+    One line naming the collection, both encoders and the two ways out: configure the encoder
+    it was built with, or re-index into an empty store (the store's ledger marks every indexed
+    file, so the whole store goes, not only the collection).
+
+    Example:
+        >>> from ragmm.protocols import VectorSpec
+        >>> spec = CollectionSpec("image", {"image": VectorSpec(384, encoder="ragmm-clipart")}, "ragmm-clipart", "image")
+        >>> print(encoder_mismatch(spec, "image", "ragmm-lite0", ".ragmm"))  # doctest: +NORMALIZE_WHITESPACE
+        collection 'image' in .ragmm was built with image encoder 'ragmm-clipart', but 'ragmm-lite0' is configured;
+        to use it as built, set [encoders.image] type = "ragmm-clipart" in the config; to re-index it,
+        delete .ragmm (or index into another store path) and run `ragmm index` again
+    """
+    section = encoder_section(spec, vector)
+    return EncoderMismatchError(
+        f"collection {spec.name!r} in {where} was built with {section.split('.')[1]} encoder {spec.encoder_of(vector)!r}, "
+        f"but {configured!r} is configured; {_advice(spec, vector, where)}"
     )
 
 

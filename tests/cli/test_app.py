@@ -50,7 +50,7 @@ def test_index_ask_corpora_remove(env):
 
     res = runner.invoke(app, ["corpora"])
     assert "paragraph" in res.output and "document" in res.output and "all-MiniLM-L6-v2" in res.output
-    assert "image" in res.output and "ragmm-clipart" in res.output
+    assert "image" in res.output and "ragmm-lite0" in res.output
 
     res = runner.invoke(app, ["remove", "docs/moon_landing.html"])
     assert res.exit_code == 0 and "removed 1 source(s)" in res.output
