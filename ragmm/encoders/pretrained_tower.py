@@ -50,6 +50,10 @@ class TrunkTower(InputModule):
         head: ``"linear"`` or ``"mlp"`` (one hidden GELU layer with dropout).
         hidden: hidden width of the ``mlp`` head.
         dropout: dropout before each linear layer of the head (training only).
+        input_dropout: dropout on the pooled trunk features entering the head (default: ``dropout``).
+        heads: an ensemble of this many independently initialised heads. Each is trained with its
+            own contrastive loss (the loss reads their vectors from ``member_embeddings``); the
+            tower's vector is the mean of the members' normalised vectors.
         train_blocks: how many of the trunk's last MBConv blocks train (0: frozen trunk).
         augment: random zoom, shift and flip of training images (disables the feature cache).
         words: add the probability-weighted class-name vector (needs ``class_vectors``).
@@ -62,7 +66,7 @@ class TrunkTower(InputModule):
     """
 
     config_keys: ClassVar[list[str]] = [
-        "out_dim", "trunk", "image_size", "head", "hidden", "dropout", "train_blocks", "augment",
+        "out_dim", "trunk", "image_size", "head", "hidden", "dropout", "input_dropout", "heads", "train_blocks", "augment",
         "words", "words_top_k", "words_temperature", "label_threshold", "label_top_k", "label_hypernym",
     ]  # fmt: skip
     save_in_root = False
@@ -75,6 +79,8 @@ class TrunkTower(InputModule):
         head: Literal["linear", "mlp"] = "mlp",
         hidden: int = 1024,
         dropout: float = 0.1,
+        input_dropout: float | None = None,
+        heads: int = 1,
         train_blocks: int = 0,
         augment: bool = False,
         words: bool = True,
@@ -93,6 +99,10 @@ class TrunkTower(InputModule):
             raise ValueError(f"image_size must be a multiple of 32 (the trunk downsamples 32x), got {image_size}")
         self.out_dim, self.trunk_name, self.image_size = int(out_dim), trunk, int(image_size)
         self.head_kind, self.hidden, self.dropout = head, int(hidden), float(dropout)
+        self.input_dropout = None if input_dropout is None else float(input_dropout)
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
+        self.heads = int(heads)
         self.train_blocks, self.augment = int(train_blocks), bool(augment)
         if words_temperature <= 0:
             raise ValueError(f"words_temperature must be > 0, got {words_temperature}")
@@ -100,10 +110,15 @@ class TrunkTower(InputModule):
         self.label_threshold, self.label_top_k, self.label_hypernym = float(label_threshold), int(label_top_k), bool(label_hypernym)
         self.trunk = load_trunk(trunk, image_size=self.image_size, train_blocks=self.train_blocks)
         c = self.trunk.dim
-        if head == "linear":
-            self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(c, self.out_dim))
-        else:
-            self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(c, self.hidden), nn.GELU(), nn.Dropout(self.dropout), nn.Linear(self.hidden, self.out_dim))
+        p_in = self.dropout if self.input_dropout is None else self.input_dropout
+
+        def make_head() -> nn.Sequential:
+            if head == "linear":
+                return nn.Sequential(nn.Dropout(p_in), nn.Linear(c, self.out_dim))
+            return nn.Sequential(nn.Dropout(p_in), nn.Linear(c, self.hidden), nn.GELU(), nn.Dropout(self.dropout), nn.Linear(self.hidden, self.out_dim))
+
+        # One head keeps the key layout of towers saved before ensembles ("head.1.weight").
+        self.head = make_head() if self.heads == 1 else nn.ModuleList(make_head() for _ in range(self.heads))
         # (1000, D) text embeddings of the class names; zeros until set_class_vectors (then saved).
         self.register_buffer("class_vectors", torch.zeros(1000, self.out_dim))
         self.words_weight = nn.Parameter(torch.tensor(1.0))
@@ -178,10 +193,18 @@ class TrunkTower(InputModule):
         else:
             pooled = self.pooled(features["pixel_values"])  # (B, C)
         logits = self.trunk.logits(pooled)  # (B, 1000)
-        v = F.normalize(self.head(pooled), dim=-1)  # (B, D)
+        heads = [self.head] if self.heads == 1 else list(self.head)
+        members = [F.normalize(h(pooled), dim=-1) for h in heads]  # each (B, D)
         if self.words:
-            v = v + self.words_weight * F.normalize(self.words_vector(logits), dim=-1)
-        features["sentence_embedding"] = v
+            words = self.words_weight * F.normalize(self.words_vector(logits), dim=-1)  # (B, D)
+            members = [m + words for m in members]
+        if len(members) == 1:
+            features["sentence_embedding"] = members[0]
+        else:
+            stacked = torch.stack(members, dim=1)  # (B, K, D)
+            features["sentence_embedding"] = F.normalize(stacked, dim=-1).mean(dim=1)
+            if self.training:
+                features["member_embeddings"] = stacked  # each head's own loss (see ragmm.training.losses.clip)
         features["trunk_logits"] = logits
         return features
 

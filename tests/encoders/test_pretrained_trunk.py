@@ -119,3 +119,34 @@ def test_words_temperature_spreads_the_words_vector_and_round_trips(tmp_path):
     assert TrunkTower.load(str(tmp_path)).words_temperature == 4.0
     with pytest.raises(ValueError, match="words_temperature must be > 0"):
         TrunkTower(out_dim=4, image_size=64, words_temperature=0)
+
+
+def test_an_ensemble_of_heads_averages_its_members_and_round_trips(tmp_path):
+    """``heads = 3``: three heads; training mode hands each member's vector to the loss, the tower's
+    vector is the mean of the normalised members; a tower saved without the key has one head."""
+    import torch.nn.functional as F
+
+    from ragmm.encoders.pretrained_tower import TrunkTower
+
+    tower = TrunkTower(out_dim=4, image_size=64, head="mlp", hidden=8, heads=3, input_dropout=0.3, dropout=0.0)
+    tower.set_class_vectors(torch.randn(1000, 4))
+    assert tower.head[0][0].p == 0.3 and tower.head[0][3].p == 0.0  # feature dropout, hidden dropout
+    pooled = torch.randn(5, tower.trunk.dim)
+    tower.train()
+    out = tower({"pixel_values": pooled})
+    members = out["member_embeddings"]
+    assert members.shape == (5, 3, 4)
+    torch.testing.assert_close(out["sentence_embedding"], F.normalize(members, dim=-1).mean(1))
+    tower.eval()
+    with torch.inference_mode():
+        out = tower({"pixel_values": pooled})
+    assert "member_embeddings" not in out
+    tower.save(str(tmp_path))
+    loaded = TrunkTower.load(str(tmp_path)).eval()
+    assert loaded.heads == 3 and loaded.input_dropout == 0.3
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded({"pixel_values": pooled})["sentence_embedding"], out["sentence_embedding"])
+    single = TrunkTower(out_dim=4, image_size=64, head="linear")
+    assert single.heads == 1 and "head.1.weight" in single.state_dict()  # the layout of towers saved before
+    with pytest.raises(ValueError, match="heads must be >= 1"):
+        TrunkTower(out_dim=4, image_size=64, heads=0)

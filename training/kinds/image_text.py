@@ -61,6 +61,8 @@ class TrunkSettings(BaseModel):
     head: Literal["linear", "mlp"] = "mlp"
     hidden: int = Field(1024, gt=0, description="hidden width of the mlp head")
     dropout: float = Field(0.1, ge=0, lt=1)
+    input_dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the pooled trunk features entering the head (default: dropout)")
+    heads: int = Field(1, ge=1, description="an ensemble of this many heads, each trained with its own loss; the vector is their mean")
     train_blocks: int = Field(0, ge=0, description="last MBConv blocks of the trunk to fine-tune (0: frozen; features are then cached)")
     trunk_lr_scale: float = Field(0.1, gt=0, description="learning rate of the fine-tuned blocks relative to the head's")
     words: bool = Field(True, description="add the probability-weighted vector of the ImageNet class names")

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from ragmm.training.losses.base import (
     LogitScale,
-    embed_sentences,
     gather_rows,
     l2_normalize,
     local_shard,
@@ -190,7 +189,18 @@ class CLIPLoss(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
         require_columns(type(self).__name__, sentence_features, 2, "anchor, positive[, negatives...]")
-        return self.compute_loss_from_embeddings(embed_sentences(self.model, sentence_features), labels)
+        outputs = [self.model(features) for features in sentence_features]
+        members = [o.get("member_embeddings") for o in outputs]  # (B, K, D) from an ensemble tower
+        if all(m is None for m in members):
+            return self.compute_loss_from_embeddings([o["sentence_embedding"] for o in outputs], labels)
+        # An ensemble of heads (TrunkTower heads > 1): each member gets its own contrastive loss
+        # against the same batch, so the members train as independent models would.
+        k = next(m for m in members if m is not None).shape[1]
+        losses = [
+            self.compute_loss_from_embeddings([o["sentence_embedding"] if m is None else m[:, i] for o, m in zip(outputs, members, strict=True)], labels)
+            for i in range(k)
+        ]
+        return torch.stack(losses).mean()
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         query, doc, *negatives = embeddings  # each (B, D)

@@ -93,3 +93,28 @@ def test_module_refuses_a_single_column(tiny_model, make_features):
     features, labels = make_features(tiny_model, [{"anchor": "the cat"}, {"anchor": "a dog"}])
     with pytest.raises(ValueError, match="at least 2 input columns"):
         CLIPLoss(tiny_model)(features, labels)
+
+
+def test_an_ensemble_tower_gets_one_loss_per_member():
+    """A column whose output carries ``member_embeddings`` (an ensemble of heads) is contrasted
+    member by member against the other columns; the loss is the members' mean."""
+
+    class Ensemble(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = torch.nn.Parameter(torch.randn(4, 3, 8))  # (B, K, D) for the image column
+            self.text = torch.nn.Parameter(torch.randn(4, 8))
+
+        def forward(self, features: dict) -> dict:
+            if features["column"] == "image":
+                m = self.members
+                return {"sentence_embedding": torch.nn.functional.normalize(m, dim=-1).mean(1), "member_embeddings": m}
+            return {"sentence_embedding": self.text}
+
+    model = Ensemble()
+    loss_fn = CLIPLoss(model, temperature=0.1)
+    loss = loss_fn([{"column": "text"}, {"column": "image"}], None)
+    expected = torch.stack([clip_loss(model.text, model.members[:, k], 10.0) for k in range(3)]).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(float(model.members.grad[:, k].abs().sum()) > 0 for k in range(3))  # every member trains
