@@ -291,8 +291,15 @@ class ImageTextEncoder:
         """The loaded ``SentenceTransformer`` (loaded on first use)."""
         if self._model is None:
             log.info("loading image-text encoder %s on %s", self.name, self.device)
-            self._model = load_image_text_model(self._folder, device=self.device)
-            self._model.eval()
+            model = load_image_text_model(self._folder, device=self.device)
+            model.eval()
+            if self.device == "cpu" and type(model[0]).__name__ == "Router":
+                import torch
+
+                # oneDNN runs EfficientNet-Lite's depthwise convolutions about a third faster
+                # with channels-last weights (vectors equal to 1e-6); ragmm-clipart's CNN runs as fast.
+                image_tower(model).to(memory_format=torch.channels_last)
+            self._model = model
         return self._model
 
     @property

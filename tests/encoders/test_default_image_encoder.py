@@ -91,3 +91,21 @@ def test_cli_names_the_collection_and_the_fix(clipart_store, tmp_path, monkeypat
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: collection 'image'"), res.output
         assert 'set [encoders.image] type = "ragmm-clipart"' in lines[0]
+
+
+@pytest.mark.slow
+def test_channels_last_tower_gives_the_same_vectors(tmp_path):
+    import numpy as np
+    import torch
+
+    from ragmm.encoders.image_text import Lite0ImageTextEncoder, image_tower
+
+    paths = [str(p) for p in sorted(_gallery(tmp_path / "g").iterdir())]
+    enc = Lite0ImageTextEncoder(Lite0ImageTextEncoder.Config(precision="fp32"))
+    tower = image_tower(enc.model)
+    assert next(p for p in tower.parameters() if p.ndim == 4).is_contiguous(memory_format=torch.channels_last)
+    fast, labels = enc.encode_document_with_labels(paths)
+    tower.to(memory_format=torch.contiguous_format)
+    plain, plain_labels = enc.encode_document_with_labels(paths)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+    assert labels == plain_labels
