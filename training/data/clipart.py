@@ -355,6 +355,28 @@ def recall_at_10(fused: Any, image: Any, text: Any, relevant: Any, depth: int = 
     return float(np.mean(np.take_along_axis(relevant, top, axis=1).sum(1) / relevant.sum(1)))
 
 
+def store_slug(image_model: str) -> str:
+    """A store folder name for an image model: its name plus a fingerprint of its files.
+
+    Evaluation stores are reused between runs (the ledger skips files it has indexed), so a
+    retrained model under the same name or folder must get a store of its own, not the vectors
+    of the model it replaced.
+    """
+    import hashlib
+
+    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+
+    folder = shipped_path(image_model) if image_model in SHIPPED_TOWERS else Path(image_model).expanduser()
+    digest = hashlib.sha1()
+    if folder.is_dir():
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and f.suffix in (".safetensors", ".json", ".bin"):
+                st = f.stat()
+                digest.update(f"{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    name = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
+    return f"{name}-{digest.hexdigest()[:8]}"
+
+
 def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_WEIGHTS, tolerance: float = 0.0, report_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Fit the image corpus's ``calibrated`` fusion for ``image_model`` on the dev split (see the
     module docstring); returns ``{"calibration", "grid", "runs"}``."""
@@ -369,7 +391,7 @@ def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_
     folders = write_dev_folders(out)
     qrels_files = {"numbered": dev / "qrels.tsv", "named": dev / "qrels-named.tsv"}
     queries = [json.loads(line) for line in (dev / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
+    slug = store_slug(image_model)
     scores: dict[str, tuple[Any, Any, Any, Any]] = {}
     sections = {setting: {
         "store": {"type": "edge", "path": str((dev / f"store-{slug}-{folder.name}").resolve())},

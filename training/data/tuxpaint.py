@@ -171,8 +171,6 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
     Writes ``out/summary.json``, ``out/summary.md``, ``out/recall_at_k.png`` (all curves and
     chance) and each run's own report and plots under ``out/<queries>/<view>/``.
     """
-    import re
-
     from ragmm.retrievers.image import ImageCorpusRetriever
 
     from ragmm.config import load_config
@@ -180,7 +178,9 @@ def evaluate(data: Path, out: Path, image_model: str = "ragmm-clipart", ocr: boo
     from ragmm.evaluation.retrieval import CURVE_KS, evaluate_retrieval, load_qrels
     from ragmm.pipeline import Pipeline
 
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
+    from ragmm.training.data.clipart import store_slug
+
+    slug = store_slug(image_model)
     summary: dict[str, Any] = {"image_model": image_model, "ocr": ocr, "runs": {}, "indexed": {}, "n_queries": {}}
     curves: dict[str, list[tuple[int, float]]] = {}
     # (name, folder indexed, queries, qrels, OCR): the stamps as named, without the near-duplicates
