@@ -14,7 +14,8 @@ from ragmm.cli.evaluate import eval_app
 from ragmm.cli.serve import serve
 from ragmm.cli.train import train_app
 
-app = typer.Typer(help="Multimodal RAG over your files, offline: index, then ask.", no_args_is_help=True, add_completion=False)
+# Plain help text: option help names config sections like [store], which rich markup would swallow.
+app = typer.Typer(help="Multimodal RAG over your files, offline: index, then ask.", no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.command()(serve)

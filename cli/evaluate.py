@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from ragmm.cli.common import ConfigOpt, quiet_libraries, user_errors
 
-eval_app = typer.Typer(help="Evaluate ragmm's retrievers.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate ragmm's retrievers.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @eval_app.command("retrieval")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from ragmm.cli.common import quiet_libraries, user_errors
 
-train_app = typer.Typer(help="Fine-tune ragmm's models with contrastive losses.", no_args_is_help=True)
+train_app = typer.Typer(help="Fine-tune ragmm's models with contrastive losses.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @train_app.command("retriever")

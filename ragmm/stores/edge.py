@@ -288,7 +288,7 @@ class EdgeStore(QdrantStore):
             except Exception as exc:  # noqa: BLE001 - qdrant_edge raises plain Exception
                 raise RagmmError(
                     f"{path}: cannot open the collection shard ({exc}); if another ragmm process uses {self.root}, "
-                    f"stop it, else drop the collection with `ragmm remove` and re-index"
+                    f"stop it, else delete the store folder {self.root} and index again (its ledger would skip files it has indexed)"
                 ) from None
             self._shards[name] = shard
             return shard
