@@ -56,11 +56,11 @@ image-data: install
 train-images: image-data
 	$(VENV)/bin/ragmm train retriever --config training/configs/clipart-lit.toml
 
-# The shipped ragmm-lite0 recipe (writes models/lite0-head-e5-h3; copy its tower-only/ into
+# The shipped ragmm-lite0 recipe (writes models/lite0-head-e5-h3-t3; copy its tower-only/ into
 # ragmm/encoders/weights/ragmm-lite0/ to ship it), then its fusion.json fitted on the dev split.
 train-images-lite0: image-data
-	$(VENV)/bin/ragmm train retriever --config training/configs/lite0-head-e5-h3.toml
-	$(PY) -m ragmm.training.data.clipart --out data/clipart --fit-fusion models/lite0-head-e5-h3/tower-only
+	$(VENV)/bin/ragmm train retriever --config training/configs/lite0-head-e5-h3-t3.toml
+	$(PY) -m ragmm.training.data.clipart --out data/clipart --fit-fusion models/lite0-head-e5-h3-t3/tower-only
 
 eval-images-lite0: image-data
 	$(PY) -m ragmm.training.data.tuxpaint --out data/tuxpaint --evaluate eval/tuxpaint-lite0 --image-model ragmm-lite0 --sets anonymous-names
