@@ -125,9 +125,9 @@ class Probe:
         return self.x[rows], self.logits[rows], self.caption_vectors[captions], relevant
 
     def words(self, logits: Tensor, top_k: int, temperature: float) -> Tensor:
-        p = (logits / temperature).softmax(-1)
-        top, idx = p.topk(top_k, -1)
-        return F.normalize(torch.einsum("bk,bkd->bd", top / top.sum(-1, keepdim=True), self.class_vectors[idx]), dim=-1)
+        from ragmm.encoders.pretrained_tower import words_vector
+
+        return F.normalize(words_vector(logits, self.class_vectors, top_k, temperature), dim=-1)
 
     def train_head(
         self,

@@ -40,6 +40,15 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 
 
+def words_vector(logits: Tensor, class_vectors: Tensor, top_k: int, temperature: float) -> Tensor:
+    """``(B, 1000)`` logits, ``(1000, D)`` class-name vectors -> ``(B, D)``: the ``top_k`` classes'
+    vectors weighted by their ``softmax(logits / temperature)`` probabilities (renormalised)."""
+    probs = (logits / temperature).softmax(dim=-1)
+    top, idx = probs.topk(top_k, dim=-1)  # (B, k)
+    top = top / top.sum(dim=-1, keepdim=True)
+    return torch.einsum("bk,bkd->bd", top, class_vectors[idx])
+
+
 class TrunkTower(InputModule):
     """Pretrained trunk + head (+ words vector) mapping images to ``out_dim`` vectors.
 
@@ -210,10 +219,7 @@ class TrunkTower(InputModule):
 
     def words_vector(self, logits: Tensor) -> Tensor:
         """``(B, 1000)`` logits -> ``(B, D)``: the top classes' name vectors weighted by probability."""
-        probs = (logits.float() / self.words_temperature).softmax(dim=-1)
-        top, idx = probs.topk(self.words_top_k, dim=-1)  # (B, k)
-        top = top / top.sum(dim=-1, keepdim=True)
-        return torch.einsum("bk,bkd->bd", top, self.class_vectors.float()[idx]).to(self.class_vectors.dtype)
+        return words_vector(logits.float(), self.class_vectors.float(), self.words_top_k, self.words_temperature).to(self.class_vectors.dtype)
 
     def labels(self, logits: Tensor) -> list[str]:
         """``(B, 1000)`` logits -> one label text per image ("" when no class is confident)."""
