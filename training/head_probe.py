@@ -17,7 +17,16 @@ from separate seeds and averaged), e.g.::
 
 Features must be cached first (``ragmm train retriever`` with the trunk's config does it, or
 :meth:`TrunkTower.cache_features`); ``--cached-only`` restricts training to the rows whose
-features are cached (for a trunk whose features were computed for a part of the images only).
+features are cached (for a trunk whose features were computed for a part of the images only),
+and ``--same-rows-as TRUNK-SIZE`` to the rows another trunk has features of, so that two trunks
+are compared on the same pairs::
+
+    python -m ragmm.training.head_probe --trunk efficientnet-lite1 --size 192 --cached-only --runs "epochs=5,seeds=1/2"
+    python -m ragmm.training.head_probe --same-rows-as efficientnet-lite1-192 --runs "epochs=5,seeds=1/2"
+
+Openclipart repeats some captions hundreds of times ("A star pt step." 1,375 times): ``cap=N``
+draws at most ``N`` rows of a caption per epoch, and ``mask_same=true`` keeps a batch's pairs that
+share a caption from being each other's negatives.
 """
 
 from __future__ import annotations
@@ -56,7 +65,9 @@ def parse_run(spec: str) -> dict[str, Any]:
 class Probe:
     """Training pairs, their cached features and the sets to score, for one trunk."""
 
-    def __init__(self, data: Path, trunk: str, size: int, cached_only: bool = False, holdout: tuple[str, ...] = ("emoji", "scratch")) -> None:
+    def __init__(
+        self, data: Path, trunk: str, size: int, cached_only: bool = False, holdout: tuple[str, ...] = ("emoji", "scratch"), same_rows_as: str | None = None
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         from ragmm.encoders.efficientnet import cache_dir, load_trunk
@@ -72,6 +83,9 @@ class Probe:
         rows = [json.loads(line) for line in (data / "train.jsonl").open(encoding="utf-8")]
         if cached_only:
             rows = [r for r in rows if self._entry(self.root, r["image"]).is_file()]
+        if same_rows_as:  # compare two trunks on exactly the rows both have features of
+            other = cache_dir() / "features" / same_rows_as
+            rows = [r for r in rows if self._entry(other, r["image"]).is_file()]
         self.rows = rows
         captions = sorted({r["caption"] for r in rows})
         index = {c: i for i, c in enumerate(captions)}
@@ -148,10 +162,16 @@ class Probe:
         weight_decay: float = 0.05,
         batch_size: int = 256,
         seed: int = 42,
+        mask_same: bool = False,
+        cap: int = 0,
     ) -> Embed:
-        """Train the head(s) on the rows in ``mask``; returns the embedding function."""
+        """Train the head(s) on the rows in ``mask``; returns the embedding function.
+
+        ``mask_same``: pairs of a batch that share their caption are not each other's negatives.
+        ``cap``: each epoch draws at most this many rows of any one caption (0: every row)."""
         torch.manual_seed(seed)
         x, y = self.x[mask], self.y[mask]
+        cid = self.caption[mask]
         wv = self.words(self.logits[mask], top_k, temperature)
         c, d = x.shape[1], y.shape[1]
 
@@ -167,7 +187,9 @@ class Probe:
         others = [p for p in members.parameters() if p.ndim <= 1] + [log_scale] + ([weight] if learn_w else [])
         opt = torch.optim.AdamW([{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}], lr=lr)
         n = len(x)
-        steps = epochs * math.ceil(n / batch_size)
+        groups = [torch.nonzero(cid == c).flatten() for c in cid.unique()] if cap else []
+        per_epoch = sum(min(len(g), cap) for g in groups) if cap else n
+        steps = epochs * math.ceil(per_epoch / batch_size)
         warm = int(0.05 * steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / max(1, warm) if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
 
@@ -176,14 +198,21 @@ class Probe:
 
         for _ in range(epochs):
             members.train()
-            perm = torch.randperm(n)
-            for start in range(0, n, batch_size):
+            if cap:
+                rows = torch.cat([g[torch.randperm(len(g))[:cap]] for g in groups])
+                perm = rows[torch.randperm(len(rows))]
+            else:
+                perm = torch.randperm(n)
+            for start in range(0, len(perm), batch_size):
                 i = perm[start : start + batch_size]
                 feats = F.dropout(x[i], feature_dropout) if feature_dropout else x[i]
                 labels = torch.arange(len(i))
+                same = (cid[i][:, None] == cid[i][None, :]) & ~torch.eye(len(i), dtype=torch.bool) if mask_same else None
                 loss = torch.zeros(())
                 for out in outputs(feats, wv[i]):
                     logits = log_scale.exp().clamp(max=100) * y[i] @ F.normalize(out, dim=-1).T
+                    if same is not None:
+                        logits = logits.masked_fill(same, float("-inf"))
                     loss = loss + (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
                 opt.zero_grad()
                 loss.backward()
@@ -229,12 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trunk", default="efficientnet-lite0")
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--cached-only", action="store_true", help="train only on rows whose features are cached")
+    ap.add_argument("--same-rows-as", metavar="TRUNK-SIZE", help="train only on rows whose features are cached for this trunk too, e.g. efficientnet-lite1-192 (to compare trunks)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--runs", nargs="+", default=["epochs=5"], help='run specs, e.g. "epochs=5,heads=3,feature_dropout=0.3"')
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    probe = Probe(args.data, args.trunk, args.size, cached_only=args.cached_only)
+    probe = Probe(args.data, args.trunk, args.size, cached_only=args.cached_only, same_rows_as=args.same_rows_as)
     x, logits, q, rel = probe.dev
     base = {"dev": recall_at_10(probe.words(logits, 20, 2.0), q, rel)}
     base |= {f"x-{s}": recall_at_10(probe.words(lg, 20, 2.0), qq, r) for s, (_, lg, qq, r) in probe.holdout.items()}

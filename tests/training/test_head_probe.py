@@ -27,3 +27,31 @@ def test_recall_at_10_counts_the_share_of_relevant_images_found():
     relevant[0, 9] = True  # 10th nearest: found
     relevant[1, 0] = relevant[1, 11] = True  # nearest and 12th: half found
     assert recall_at_10(images, queries, relevant) == pytest.approx((1.0 + 0.5) / 2)
+
+
+def _toy_probe(n_captions=6, per_caption=(12, 3, 3, 3, 3, 3), dim=16, classes=1000):
+    """A Probe without files: features that say which caption they belong to (one caption
+    repeated far more than the rest, as openclipart's star series)."""
+    from ragmm.training.head_probe import Probe
+
+    torch.manual_seed(0)
+    p = Probe.__new__(Probe)
+    centres = torch.randn(n_captions, 32)
+    text = torch.nn.functional.normalize(torch.randn(n_captions, dim), dim=-1)
+    p.caption = torch.cat([torch.full((k,), c) for c, k in enumerate(per_caption)])
+    p.x = centres[p.caption] + 0.1 * torch.randn(len(p.caption), 32)
+    p.y = text[p.caption]
+    p.logits = torch.randn(len(p.caption), classes)
+    p.class_vectors = torch.nn.functional.normalize(torch.randn(classes, dim), dim=-1)
+    relevant = p.caption[None, :] == torch.arange(n_captions)[:, None]
+    return p, text, relevant
+
+
+@pytest.mark.parametrize("extra", [{}, {"mask_same": True}, {"cap": 3}, {"cap": 3, "mask_same": True}])
+def test_train_head_learns_the_captions_with_capped_or_masked_duplicates(extra):
+    p, text, relevant = _toy_probe()
+    everything = torch.ones(len(p.caption), dtype=torch.bool)
+    before = recall_at_10(torch.randn(len(p.caption), text.shape[1]), text, relevant)
+    embed = p.train_head(everything, epochs=60, hidden=32, batch_size=8, lr=3e-3, words=False, seed=1, **extra)
+    after = recall_at_10(embed(p.x, p.logits), text, relevant)
+    assert after > 0.9 > before
