@@ -55,3 +55,20 @@ def test_train_head_learns_the_captions_with_capped_or_masked_duplicates(extra):
     embed = p.train_head(everything, epochs=60, hidden=32, batch_size=8, lr=3e-3, words=False, seed=1, **extra)
     after = recall_at_10(embed(p.x, p.logits), text, relevant)
     assert after > 0.9 > before
+
+
+def test_hubness_penalty_lets_an_image_past_hubs_close_to_every_text():
+    from ragmm.training.head_probe import hubness
+
+    torch.manual_seed(0)
+    texts = torch.eye(4)  # the caption bank: four captions, one axis each
+    hubs = torch.tensor([1.0, 0.6, 0.6, 0.6]) + 0.01 * torch.randn(10, 4)  # close to every caption
+    target = torch.tensor([[1.0, -0.8, 0.0, 0.0]])
+    images = torch.cat([hubs, target])  # the target is the 11th by cosine
+    query = torch.tensor([[1.0, 0.3, 0.0, 0.0]])
+    relevant = torch.zeros(1, 11, dtype=torch.bool)
+    relevant[0, 10] = True
+    h = hubness(images, texts, k=3)
+    assert bool((h[:10] > h[10]).all())
+    assert recall_at_10(images, query, relevant) == 0.0
+    assert recall_at_10(images, query, relevant, penalty=h) == 1.0
