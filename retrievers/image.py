@@ -27,6 +27,14 @@ runs lower than a text-text one), which ``calibrated`` fusion takes into account
 - ``auto`` (the default): ``calibrated`` when the image encoder ships a calibration for the
   configured text encoder, else ``max``.
 
+Hubness correction: some images sit close to very many captions (hubs) and crowd every text
+query's top 10. An image encoder may ship a bank of caption embeddings (:data:`HUB_BANK_FILE`,
+beside its weights, as ``ragmm-lite0`` does); each image then records at index time its mean
+cosine to its 10 nearest bank captions (its ``hub`` metadata), and ``calibrated`` fusion
+subtracts ``hub_weight * (hub - hub_mean)`` from its image cosine for text queries (CSLS, Conneau
+et al. 2018, "Word Translation Without Parallel Data"), re-sorting a candidate list a little
+longer than ``k``. Images indexed without a ``hub`` count as the mean: no change.
+
 An image query searches the ``image`` view with the query image's embedding (image-to-image).
 """
 
@@ -53,6 +61,9 @@ log = logging.getLogger(__name__)
 IMAGE_VECTOR = "image"
 TEXT_VECTOR = "text"
 FUSION_FILE = "fusion.json"  # an image encoder's fitted Calibration, beside its weights
+HUB_BANK_FILE = "hub_bank.npy"  # (M, D) caption embeddings for the hubness correction, beside its weights
+HUB_NEIGHBOURS = 10  # an image's hubness: its mean cosine to this many nearest bank captions
+HUB_EXTRA_CANDIDATES = 20  # with the correction, the image view is searched this much deeper than k
 Fusion = Literal["auto", "max", "mean", "calibrated"]
 
 
@@ -81,6 +92,8 @@ class Calibration(BaseModel):
     text: ViewStats
     text_weight: float = Field(ge=0, description="share of the text view's z-score added to the image view's")
     text_encoder: str | None = Field(None, description="the text encoder the text statistics hold for (None: any)")
+    hub_weight: float = Field(0.0, ge=0, description="share of an image's hubness subtracted from its image cosine for text queries (0: no correction)")
+    hub_mean: float = Field(0.0, description="the dev split's mean hubness (images indexed without one count as it)")
     fitted_on: str = Field("", description="where the figures come from, for the record")
 
 
@@ -127,6 +140,66 @@ def fuse_calibrated(image: float, text: float | None, calibration: Calibration, 
     return image + w * calibration.image.std * (text - calibration.text.mean) / calibration.text.std
 
 
+def hubness(vectors: np.ndarray, bank: np.ndarray, k: int = HUB_NEIGHBOURS) -> np.ndarray:
+    """``(N,)``: each of ``vectors`` (``(N, D)``) its mean cosine to its ``k`` nearest rows of
+    ``bank`` (``(M, D)``, caption embeddings): how much of a hub it is.
+
+    Example:
+        >>> import numpy as np
+        >>> bank = np.eye(3, dtype=np.float32)
+        >>> hubness(np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), bank, k=2).round(3).tolist()
+        [0.577, 0.5]
+    """
+    import numpy as np
+
+    v = np.asarray(vectors, np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    b = np.asarray(bank, np.float32)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    sims = v @ b.T  # (N, M)
+    k = min(k, b.shape[0])
+    return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+
+
+def encoder_folder(image_encoder: Encoder) -> Path | None:
+    """The folder of a shipped tower (``ragmm-lite0``) or of a trained one (its name), if any."""
+    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+
+    name = str(getattr(image_encoder, "name", ""))
+    if not name:
+        return None
+    folder = shipped_path(name) if name in SHIPPED_TOWERS else Path(name)
+    return folder if folder.is_dir() else None
+
+
+_BANKS: dict[tuple[str, int], np.ndarray] = {}
+
+
+def encoder_hub_bank(image_encoder: Encoder) -> np.ndarray | None:
+    """The ``(M, D)`` caption bank shipped beside ``image_encoder``'s weights, if any.
+
+    Raises:
+        ConfigError: the file exists but is not a 2-d array of the encoder's dimension.
+    """
+    import numpy as np
+
+    folder = encoder_folder(image_encoder)
+    path = folder / HUB_BANK_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _BANKS:
+        try:
+            bank = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a caption bank ({exc}); fit it again with python -m ragmm.training.data.clipart --fit-fusion") from exc
+        dim = getattr(image_encoder, "dim", None)
+        if bank.ndim != 2 or (dim is not None and bank.shape[1] != dim):
+            raise ConfigError(f"{path}: a caption bank must be (M, {dim}), got {bank.shape}; fit it again with python -m ragmm.training.data.clipart --fit-fusion")
+        _BANKS[key] = bank
+    return _BANKS[key]
+
+
 def encoder_calibration(image_encoder: Encoder, text_encoder: Encoder) -> Calibration | None:
     """The calibration shipped beside ``image_encoder``'s weights for ``text_encoder``, if any.
 
@@ -136,11 +209,9 @@ def encoder_calibration(image_encoder: Encoder, text_encoder: Encoder) -> Calibr
     Raises:
         ConfigError: the file exists but is not a valid calibration.
     """
-    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
-
-    name = str(getattr(image_encoder, "name", ""))
-    path = (shipped_path(name) if name in SHIPPED_TOWERS else Path(name)) / FUSION_FILE
-    if not name or not path.is_file():
+    folder = encoder_folder(image_encoder)
+    path = folder / FUSION_FILE if folder is not None else None
+    if path is None or not path.is_file():
         return None
     try:
         calibration = Calibration.model_validate_json(path.read_text(encoding="utf-8"))
@@ -264,7 +335,9 @@ class ImageCorpusRetriever:
         views = self.query_vectors(query)
         found: dict[str, Any] = {}
         scores: dict[str, dict[str, float]] = {}
-        requests = [SearchRequest(vec, using=view, limit=k, where=where, hnsw_ef=self.hnsw_ef) for view, vec in views.items()]
+        hub = self._hub_weight(query)
+        depth = {view: k + HUB_EXTRA_CANDIDATES if hub and view == IMAGE_VECTOR else k for view in views}
+        requests = [SearchRequest(vec, using=view, limit=depth[view], where=where, hnsw_ef=self.hnsw_ef) for view, vec in views.items()]
         for view, points in zip(views, self.store.query_batch(corpus, requests), strict=True):
             for p in points:
                 found.setdefault(p.id, p)
@@ -280,9 +353,20 @@ class ImageCorpusRetriever:
         hits = []
         for pid, s in scores.items():
             item = Item.from_payload(found[pid].payload)
-            hits.append(Hit(item=item, score=self._fuse(s, len(views), own_text(item.metadata)), scores=s))
+            fused = dict(s)
+            if hub and IMAGE_VECTOR in fused:
+                assert self.calibration is not None  # _hub_weight says so
+                fused[IMAGE_VECTOR] -= hub * (float(item.metadata.get("hub", self.calibration.hub_mean)) - self.calibration.hub_mean)
+            hits.append(Hit(item=item, score=self._fuse(fused, len(views), own_text(item.metadata)), scores=s))
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:k]
+
+    def _hub_weight(self, query: Query) -> float:
+        """The hubness correction's weight for this query: the calibration's for a text query
+        under ``calibrated`` fusion, else 0."""
+        if query.image is not None or self.fusion != "calibrated" or self.calibration is None:
+            return 0.0
+        return self.calibration.hub_weight
 
     def _fuse(self, s: dict[str, float], n_views: int, has_own_text: bool) -> float:
         """One score from a hit's view scores ``s``; ``n_views``: how many views were searched

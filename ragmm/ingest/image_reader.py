@@ -109,6 +109,12 @@ class ImageReader:
             Item(corpus=IMAGE, source=p.key, text=p.item_text(), locator=Locator(), modality="image", source_hash=p.source_hash, metadata=p.metadata())
             for p in batch
         ]
+        from ragmm.retrievers.image import encoder_hub_bank, hubness
+
+        bank = encoder_hub_bank(image_encoder)
+        if bank is not None:  # how much of a hub each image is, for the retriever's correction
+            for item, h in zip(items, hubness(image_vecs, bank), strict=True):
+                item.metadata["hub"] = round(float(h), 5)
         # Only images something names or describes get a text vector (see ParsedImage.has_text).
         texted = [i for i, p in enumerate(batch) if p.has_text]
         text_vecs = text_encoder.encode_document([items[i].text for i in texted]) if texted else []

@@ -175,3 +175,90 @@ def test_shipped_lite0_calibration():
     cal = encoder_calibration(NamedEncoder("ragmm-lite0", "image"), minilm)
     assert cal is not None and cal.image.std > 0 and cal.text.std > 0
     assert encoder_calibration(NamedEncoder("ragmm-clipart", "image"), minilm) is None
+
+
+@pytest.fixture
+def hub_store(tmp_path):
+    """Three numbered images without text: a hub (high hubness), a plain one and one indexed
+    before hubness was recorded."""
+    from ragmm.stores.edge import EdgeStore
+
+    text, image = NamedEncoder("text-enc"), NamedEncoder("image-enc", "image")
+    store = EdgeStore(tmp_path / "hub-store")
+    store.create_collection(
+        CollectionSpec(name="image", vectors={"image": VectorSpec(D, encoder=image.name), "text": VectorSpec(D, encoder=text.name)}, encoder=image.name, modality="image")
+    )
+    rows = {"hub.png": (0.35, {"hub": 0.5}), "plain.png": (0.30, {"hub": 0.1}), "old.png": (0.28, {})}
+    points = []
+    for i, (name, (c_image, meta)) in enumerate(rows.items()):
+        item = Item(corpus="image", source=name, text="", modality="image", metadata={"title": "", **meta})
+        points.append(StoredPoint(id=item.id, payload=item.to_payload(), vectors={"image": at_cosine(c_image, 1 + i)}))
+    store.upsert("image", points)
+    yield store, text, image
+    store.close()
+
+
+def test_hubness_correction_demotes_a_hub_and_finds_past_k(hub_store):
+    store, text, image = hub_store
+    plain = ImageCorpusRetriever(store, text, image, fusion="calibrated", calibration=CAL)
+    assert ranked(plain)[:3] == ["hub.png", "plain.png", "old.png"]
+    corrected_cal = CAL.model_copy(update={"hub_weight": 0.5, "hub_mean": 0.3})
+    corrected = ImageCorpusRetriever(store, text, image, fusion="calibrated", calibration=corrected_cal)
+    hits = corrected.retrieve(Query(QUERY), "image", k=3)
+    # hub 0.35 - 0.5 * (0.5 - 0.3) = 0.25; plain 0.30 + 0.5 * 0.2 = 0.40; old (no hubness) keeps 0.28
+    assert [h.item.source for h in hits] == ["plain.png", "old.png", "hub.png"]
+    assert [h.score for h in hits] == pytest.approx([0.40, 0.28, 0.25], abs=1e-5)
+    assert hits[2].scores == pytest.approx({"image": 0.35}, abs=1e-5)  # the raw cosine is kept
+    # k = 1: the image view is searched deeper than k, so the corrected first is found
+    assert [h.item.source for h in corrected.retrieve(Query(QUERY), "image", k=1)] == ["plain.png"]
+    # max fusion and image queries are not corrected
+    assert ranked(ImageCorpusRetriever(store, text, image, fusion="max"))[0] == "hub.png"
+    assert corrected._hub_weight(Query("", image=np.zeros((4, 4, 3), np.uint8))) == 0.0
+
+
+def test_hub_bank_is_read_beside_the_weights(tmp_path):
+    from ragmm.retrievers.image import HUB_BANK_FILE, encoder_hub_bank, hubness
+
+    folder = tmp_path / "tower"
+    folder.mkdir()
+    image = NamedEncoder(str(folder), "image")
+    assert encoder_hub_bank(image) is None
+    bank = np.eye(D, dtype=np.float16)[:4]
+    np.save(folder / HUB_BANK_FILE, bank)
+    got = encoder_hub_bank(image)
+    assert got is not None and got.shape == (4, D) and got.dtype == np.float32
+    h = hubness(np.stack([at_cosine(0.9, 1), at_cosine(0.1, 9)]), got, k=2)  # both near axis 0 by 0.9 / 0.1
+    assert h[0] > h[1]
+    np.save(folder / HUB_BANK_FILE, np.zeros((3, D + 1), np.float32))
+    with pytest.raises(ConfigError, match="caption bank"):
+        encoder_hub_bank(image)
+
+
+def test_image_items_record_their_hubness_when_the_encoder_ships_a_bank(tmp_path):
+    from PIL import Image
+
+    from ragmm.config import IndexSettings
+    from ragmm.ingest.image_reader import ImageReader
+    from ragmm.ingest.images import decode_image
+    from ragmm.retrievers.image import HUB_BANK_FILE
+
+    class PixelEncoder(NamedEncoder):
+        def encode_document(self, images):
+            return np.stack([at_cosine(0.2 + 0.6 * i / max(1, len(images) - 1), 1 + i) for i in range(len(images))])
+
+    folder = tmp_path / "tower"
+    folder.mkdir()
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"{i:04d}.png"
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(path)
+        paths.append(path)
+    data = [p.read_bytes() for p in paths]
+    parsed = [decode_image(p, p.name, d, f"hash{i}", 64) for i, (p, d) in enumerate(zip(paths, data))]
+    text = NamedEncoder("text-enc")
+    text.encode_document = lambda texts: np.stack([np.eye(D, dtype=np.float32)[2] for _ in texts])
+    reader = ImageReader({"image": PixelEncoder(str(folder), "image"), "text": text}, IndexSettings(ocr=False))
+    assert all("hub" not in e.points["image"][0].payload["metadata"] for e in reader.encode(parsed))  # no bank: no hubness
+    np.save(folder / HUB_BANK_FILE, np.eye(D, dtype=np.float16)[:1])  # one caption: the first axis
+    hubs = [e.points["image"][0].payload["metadata"]["hub"] for e in reader.encode(parsed)]
+    assert hubs == pytest.approx([0.2, 0.8], abs=1e-3)  # each image's cosine with it

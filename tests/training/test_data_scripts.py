@@ -94,3 +94,26 @@ def test_clipart_subsample_keeps_every_nth_row(tmp_path):
     out = subsample(train, 3)
     assert out.name == "train-1in3.jsonl"
     assert [json.loads(line)["caption"] for line in out.read_text().splitlines()] == ["c0", "c3", "c6", "c9"]
+
+
+def test_hub_bank_holds_each_training_caption_once(tmp_path):
+    import json
+
+    import numpy as np
+
+    from ragmm.retrievers.image import HUB_BANK_FILE
+    from ragmm.training.data.clipart import write_hub_bank
+
+    rows = [{"caption": c, "image": f"/x/{i}.png", "source": "openclipart"} for i, c in enumerate(["A star.", "A koala.", "A star."])]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = tmp_path / "tower"
+    model.mkdir()
+
+    class Text:
+        def encode_document(self, texts):
+            return np.array([[2.0, 0.0] if t == "A koala." else [0.0, 3.0] for t in texts])
+
+    path = write_hub_bank(tmp_path, str(model), Text())
+    assert path == model / HUB_BANK_FILE
+    bank = np.load(path)
+    assert bank.dtype == np.float16 and bank.tolist() == [[1.0, 0.0], [0.0, 1.0]]  # sorted, unique, unit length

@@ -42,6 +42,12 @@ Recall@10 among those whose named Recall@10 is no lower than ``max`` fusion's. W
 ``fusion.json`` into ``--fusion-out`` (default: the model's folder) and the dev report under
 ``--fusion-report``.
 
+With ``--hub-weight W`` above 0 (default :data:`HUB_WEIGHT`, the share the head probe's held-out
+sources chose: ``python -m ragmm.training.head_probe --runs "...,hub=0.25"``) it first writes the
+hubness correction's caption bank beside the model's weights (``hub_bank.npy``: the text
+encoder's embeddings of the training split's distinct captions, never the dev split's), so the
+dev images are indexed with their hubness, and fits the statistics on the corrected image cosines.
+
 Example:
     python -m ragmm.training.data.clipart --out data/clipart
     python -m ragmm.training.data.clipart --out data/clipart --fit-fusion ragmm-lite0
@@ -317,12 +323,14 @@ def write_dev_folders(out: Path) -> dict[str, Path]:
 
 
 FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+HUB_WEIGHT = 0.25  # the hubness correction's share, chosen by the head probe on the held-out sources
 
 
-def view_scores(pipe: Any, queries: list[str]) -> tuple[list[str], Any, Any, Any]:
+def view_scores(pipe: Any, queries: list[str]) -> tuple[list[str], Any, Any, Any, Any]:
     """Every query's cosine with every image of the ``image`` corpus, per view: doc ids,
-    ``(Q, N)`` image-view and ``(Q, N)`` text-view scores (NaN where an image has no text), and
-    ``(N,)`` whether each image's text is its own (name, description, OCR), not only labels."""
+    ``(Q, N)`` image-view and ``(Q, N)`` text-view scores (NaN where an image has no text),
+    ``(N,)`` whether each image's text is its own (name, description, OCR), not only labels, and
+    ``(N,)`` each image's hubness (NaN where it was indexed without one)."""
     import numpy as np
 
     from ragmm.evaluation.retrieval import doc_id
@@ -340,7 +348,8 @@ def view_scores(pipe: Any, queries: list[str]) -> tuple[list[str], Any, Any, Any
     image = np.stack([np.asarray(p.vectors["image"], np.float32) for p in points])  # (N, D)
     text = np.stack([np.asarray(p.vectors.get("text", np.full(q_text.shape[1], np.nan)), np.float32) for p in points])  # (N, D)
     own = np.array([own_text(p.payload.get("metadata") or {}) for p in points])
-    return [doc_id(p.payload) for p in points], unit(q_image) @ unit(image).T, unit(q_text) @ unit(text).T, own
+    hub = np.array([float((p.payload.get("metadata") or {}).get("hub", np.nan)) for p in points])
+    return [doc_id(p.payload) for p in points], unit(q_image) @ unit(image).T, unit(q_text) @ unit(text).T, own, hub
 
 
 def recall_at_10(fused: Any, image: Any, text: Any, relevant: Any, depth: int = 100) -> float:
@@ -370,14 +379,33 @@ def store_slug(image_model: str) -> str:
     digest = hashlib.sha1()
     if folder.is_dir():
         for f in sorted(folder.rglob("*")):
-            if f.is_file() and f.suffix in (".safetensors", ".json", ".bin"):
+            if f.is_file() and f.suffix in (".safetensors", ".json", ".bin", ".npy"):
                 st = f.stat()
                 digest.update(f"{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}".encode())
     name = re.sub(r"[^A-Za-z0-9]+", "-", image_model).strip("-")[-40:]
     return f"{name}-{digest.hexdigest()[:8]}"
 
 
-def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_WEIGHTS, tolerance: float = 0.0, report_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def write_hub_bank(out: Path, image_model: str, text_encoder: Any) -> Path:
+    """Write ``hub_bank.npy`` beside ``image_model``'s weights: ``text_encoder``'s embeddings of
+    the distinct captions of ``out/train.jsonl`` (float16), the hubness correction's bank."""
+    import numpy as np
+
+    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+    from ragmm.retrievers.image import HUB_BANK_FILE
+
+    captions = sorted({json.loads(line)["caption"] for line in (out / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()})
+    vectors = np.asarray(text_encoder.encode_document(captions), np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    folder = shipped_path(image_model) if image_model in SHIPPED_TOWERS else Path(image_model)
+    path = folder / HUB_BANK_FILE
+    np.save(path, vectors.astype(np.float16))
+    return path
+
+
+def fit_fusion(
+    out: Path, image_model: str, weights: tuple[float, ...] = FUSION_WEIGHTS, tolerance: float = 0.0, report_dir: Path | None = None, progress: bool = True, hub_weight: float = HUB_WEIGHT
+) -> dict[str, Any]:
     """Fit the image corpus's ``calibrated`` fusion for ``image_model`` on the dev split (see the
     module docstring); returns ``{"calibration", "grid", "runs"}``."""
     import numpy as np
@@ -391,8 +419,14 @@ def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_
     folders = write_dev_folders(out)
     qrels_files = {"numbered": dev / "qrels.tsv", "named": dev / "qrels-named.tsv"}
     queries = [json.loads(line) for line in (dev / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    slug = store_slug(image_model)
     scores: dict[str, tuple[Any, Any, Any, Any]] = {}
+    hubs: dict[str, Any] = {}
+    if hub_weight > 0:  # the bank first: the dev images are indexed with their hubness
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp, Pipeline(load_config(None, {"store": {"type": "edge", "path": tmp}, "generator": {"type": "extractive"}})) as pipe:
+            write_hub_bank(out, image_model, pipe.encoder("text"))
+    slug = store_slug(image_model)  # after the bank: a store indexed without it is not reused
     sections = {setting: {
         "store": {"type": "edge", "path": str((dev / f"store-{slug}-{folder.name}").resolve())},
         "encoders": {"image": {"type": "image-text", "model": image_model}},
@@ -406,19 +440,24 @@ def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_
             text_encoder_name = pipe.encoder("text").name
             qrels = load_qrels(qrels_files[setting])
             judged = [q for q in queries if q["id"] in qrels]
-            ids, image, text, own = view_scores(pipe, [q["text"] for q in judged])
+            ids, image, text, own, hubs[setting] = view_scores(pipe, [q["text"] for q in judged])
             position = {d: j for j, d in enumerate(ids)}
             relevant = np.zeros(image.shape, bool)  # (Q, N)
             for i, q in enumerate(judged):
                 for d in qrels[q["id"]]:
                     relevant[i, position[d]] = True
             scores[setting] = (image, text, own, relevant)
+    raw = dict(scores)  # max fusion (the named files' reference) has no correction
+    hub_mean = float(np.nanmean(hubs["numbered"])) if hub_weight > 0 else 0.0
+    if hub_weight > 0:  # as the retriever corrects: an image without a hubness counts as the mean
+        for setting, (image, text, own, relevant) in scores.items():
+            scores[setting] = (image - hub_weight * (np.nan_to_num(hubs[setting], nan=hub_mean) - hub_mean)[None, :], text, own, relevant)
     image, text, _, _ = scores["numbered"]
     stats = {"image": ViewStats(mean=float(image.mean()), std=float(image.std())), "text": ViewStats(mean=float(np.nanmean(text)), std=float(np.nanstd(text)))}
     # As the retriever fuses (retrievers.image.fuse_calibrated): an image with text of its own
     # by the max of its cosines, one with labels only by the sum of z-scores in the image view's
     # units, one without text (NaN) by its image cosine.
-    grid: list[dict[str, Any]] = [{"fusion": "max", **{s: recall_at_10(np.fmax(img, txt), img, txt, rel) for s, (img, txt, _, rel) in scores.items()}}]
+    grid: list[dict[str, Any]] = [{"fusion": "max", **{s: recall_at_10(np.fmax(img, txt), img, txt, rel) for s, (img, txt, _, rel) in raw.items()}}]
     for w in weights:
         row: dict[str, Any] = {"fusion": "calibrated", "text_weight": w}
         for setting, (img, txt, own, rel) in scores.items():
@@ -430,7 +469,7 @@ def fit_fusion(out: Path, image_model: str, weights: tuple[float, ...] = FUSION_
         raise SystemExit(f"no text weight of {weights} keeps named-file Recall@10 within {tolerance} of max fusion ({grid[0]['named']:.3f}); keep fusion = \"max\"")
     best = max(allowed, key=lambda r: (round(r["numbered"], 6), -r["text_weight"]))
     calibration = Calibration(
-        image=stats["image"], text=stats["text"], text_weight=best["text_weight"], text_encoder=text_encoder_name,
+        image=stats["image"], text=stats["text"], text_weight=best["text_weight"], text_encoder=text_encoder_name, hub_weight=hub_weight, hub_mean=hub_mean,
         fitted_on=f"ragmm.training.data.clipart --fit-fusion {image_model}: dev split, {len(queries)} captions, {image.shape[1]} images (numbered and named)",
     )
     # The figures as `ragmm ask` searches: the retriever itself, per setting and fusion.
@@ -461,13 +500,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subsample", type=int, default=0, metavar="N", help="only write OUT/train-1inN.jsonl: every N-th row of an existing OUT/train.jsonl")
     ap.add_argument("--fit-fusion", default=None, metavar="MODEL", help="fit the image corpus's calibrated fusion for this image encoder (ragmm-lite0 or a trained folder) on the dev split")
     ap.add_argument("--fusion-out", type=Path, default=None, help="folder for fusion.json (default: MODEL's own folder)")
+    ap.add_argument("--hub-weight", type=float, default=HUB_WEIGHT, help="the hubness correction's share (0: none, and no caption bank is written)")
     ap.add_argument("--fusion-report", type=Path, default=Path("eval/fusion-dev"), help="folder for the dev report (summary.json, per-run reports)")
     args = ap.parse_args(argv)
     if args.fit_fusion:
         from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
         from ragmm.retrievers.image import FUSION_FILE
 
-        result = fit_fusion(args.out, args.fit_fusion, report_dir=args.fusion_report)
+        result = fit_fusion(args.out, args.fit_fusion, report_dir=args.fusion_report, hub_weight=args.hub_weight)
         target = args.fusion_out or (shipped_path(args.fit_fusion) if args.fit_fusion in SHIPPED_TOWERS else Path(args.fit_fusion))
         (target / FUSION_FILE).write_text(json.dumps(result["calibration"], indent=2) + "\n", encoding="utf-8")
         args.fusion_report.mkdir(parents=True, exist_ok=True)
