@@ -240,6 +240,8 @@ class ImageCorpusRetriever:
         hnsw_ef: HNSW search breadth (``None``: the store's default).
         calibration: the views' statistics for ``calibrated`` (``None``: the one shipped beside
             the image encoder's weights).
+        hub_weight: ``calibrated``: the hubness correction's share (default: the calibration's;
+            0 turns it off).
 
     Raises:
         ConfigError: ``calibrated`` fusion with no calibration configured or shipped.
@@ -254,6 +256,7 @@ class ImageCorpusRetriever:
             default_factory=lambda: ["image", "text"], min_length=1, description="views searched by a text query: image (pixels), text (file name, description, OCR)"
         )
         calibration: Calibration | None = Field(None, description="calibrated fusion's statistics, instead of the image encoder's fusion.json")
+        hub_weight: float | None = Field(None, ge=0, description="calibrated: the share of an image's hubness subtracted from its image cosine (default: the calibration's; 0: off)")
 
     def __init__(
         self,
@@ -266,6 +269,7 @@ class ImageCorpusRetriever:
         views: tuple[str, ...] | list[str] = (IMAGE_VECTOR, TEXT_VECTOR),
         hnsw_ef: int | None = None,
         calibration: Calibration | None = None,
+        hub_weight: float | None = None,
     ) -> None:
         if fusion not in ("auto", "max", "mean", "calibrated"):
             raise ConfigError(f"[retrievers.image] fusion = {fusion!r}: choose auto, calibrated, max or mean")
@@ -283,6 +287,7 @@ class ImageCorpusRetriever:
         self.fusion: str = ("calibrated" if calibration is not None else "max") if fusion == "auto" else fusion
         self.calibration = calibration
         self.text_weight = text_weight
+        self.hub_weight = hub_weight
         self.views = tuple(views)
         self.hnsw_ef = hnsw_ef
 
@@ -291,6 +296,7 @@ class ImageCorpusRetriever:
         return cls(
             store, encoders["text"], encoders["image"], embeddings,
             fusion=config.fusion, text_weight=config.text_weight, views=config.views, hnsw_ef=hnsw_ef, calibration=config.calibration,
+            hub_weight=config.hub_weight,
         )
 
     @property
@@ -366,7 +372,7 @@ class ImageCorpusRetriever:
         under ``calibrated`` fusion, else 0."""
         if query.image is not None or self.fusion != "calibrated" or self.calibration is None:
             return 0.0
-        return self.calibration.hub_weight
+        return self.calibration.hub_weight if self.hub_weight is None else self.hub_weight
 
     def _fuse(self, s: dict[str, float], n_views: int, has_own_text: bool) -> float:
         """One score from a hit's view scores ``s``; ``n_views``: how many views were searched

@@ -211,8 +211,12 @@ def test_hubness_correction_demotes_a_hub_and_finds_past_k(hub_store):
     assert hits[2].scores == pytest.approx({"image": 0.35}, abs=1e-5)  # the raw cosine is kept
     # k = 1: the image view is searched deeper than k, so the corrected first is found
     assert [h.item.source for h in corrected.retrieve(Query(QUERY), "image", k=1)] == ["plain.png"]
-    # max fusion and image queries are not corrected
+    # max fusion, image queries and hub_weight = 0 are not corrected
     assert ranked(ImageCorpusRetriever(store, text, image, fusion="max"))[0] == "hub.png"
+    off = ImageCorpusRetriever.from_config(
+        ImageCorpusRetriever.Config(fusion="calibrated", calibration=corrected_cal, hub_weight=0), store=store, encoders={"text": text, "image": image}, embeddings=None
+    )
+    assert ranked(off)[0] == "hub.png"
     assert corrected._hub_weight(Query("", image=np.zeros((4, 4, 3), np.uint8))) == 0.0
 
 
