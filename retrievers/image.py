@@ -147,7 +147,7 @@ def hubness(vectors: np.ndarray, bank: np.ndarray, k: int = HUB_NEIGHBOURS) -> n
     Example:
         >>> import numpy as np
         >>> bank = np.eye(3, dtype=np.float32)
-        >>> hubness(np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), bank, k=2).round(3).tolist()
+        >>> [round(float(h), 3) for h in hubness(np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), bank, k=2)]
         [0.577, 0.5]
     """
     import numpy as np
@@ -159,6 +159,17 @@ def hubness(vectors: np.ndarray, bank: np.ndarray, k: int = HUB_NEIGHBOURS) -> n
     sims = v @ b.T  # (N, M)
     k = min(k, b.shape[0])
     return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+
+
+def hub_corrected(image: Any, hub: Any, hub_weight: float, hub_mean: float) -> Any:
+    """The image cosine(s) less ``hub_weight * (hub - hub_mean)``: the hubness correction
+    (floats or numpy arrays).
+
+    Example:
+        >>> round(hub_corrected(0.35, 0.5, 0.25, 0.4), 3)
+        0.325
+    """
+    return image - hub_weight * (hub - hub_mean)
 
 
 def encoder_folder(image_encoder: Encoder) -> Path | None:
@@ -362,7 +373,7 @@ class ImageCorpusRetriever:
             fused = dict(s)
             if hub and IMAGE_VECTOR in fused:
                 assert self.calibration is not None  # _hub_weight says so
-                fused[IMAGE_VECTOR] -= hub * (float(item.metadata.get("hub", self.calibration.hub_mean)) - self.calibration.hub_mean)
+                fused[IMAGE_VECTOR] = hub_corrected(fused[IMAGE_VECTOR], float(item.metadata.get("hub", self.calibration.hub_mean)), hub, self.calibration.hub_mean)
             hits.append(Hit(item=item, score=self._fuse(fused, len(views), own_text(item.metadata)), scores=s))
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:k]

@@ -255,11 +255,13 @@ class Probe:
 
 
 def hubness(images: Tensor, bank: Tensor, k: int = 10) -> Tensor:
-    """``(N,)``: each image's mean cosine to its ``k`` nearest texts of ``bank`` (``(M, D)``,
-    normalised). Subtracting a share of it from every query's cosine is the CSLS hubness
-    correction (Conneau et al. 2018, "Word Translation Without Parallel Data"): an image close to
-    many texts, a hub, stops crowding every query's top 10."""
-    return (bank @ F.normalize(images, dim=-1).T).topk(min(k, bank.shape[0]), dim=0).values.mean(0)
+    """``(N,)``: each image's mean cosine to its ``k`` nearest texts of ``bank`` (``(M, D)``),
+    as the image retriever's hubness correction computes it (:func:`ragmm.retrievers.image.hubness`).
+    Subtracting a share of it from every query's cosine is the CSLS correction (Conneau et al.
+    2018): an image close to many texts, a hub, stops crowding every query's top 10."""
+    from ragmm.retrievers.image import hubness as image_hubness
+
+    return torch.from_numpy(image_hubness(images.detach().float().numpy(), bank.detach().float().numpy(), k)).to(images.dtype)
 
 
 def recall_at_10(images: Tensor, queries: Tensor, relevant: Tensor, penalty: Tensor | None = None) -> float:

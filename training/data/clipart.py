@@ -413,7 +413,7 @@ def fit_fusion(
     from ragmm.config import load_config
     from ragmm.evaluation.retrieval import evaluate_retrieval, load_qrels
     from ragmm.pipeline import Pipeline
-    from ragmm.retrievers.image import Calibration, ImageCorpusRetriever, ViewStats
+    from ragmm.retrievers.image import Calibration, ImageCorpusRetriever, ViewStats, hub_corrected
 
     dev = out / "dev"
     folders = write_dev_folders(out)
@@ -451,7 +451,7 @@ def fit_fusion(
     hub_mean = float(np.nanmean(hubs["numbered"])) if hub_weight > 0 else 0.0
     if hub_weight > 0:  # as the retriever corrects: an image without a hubness counts as the mean
         for setting, (image, text, own, relevant) in scores.items():
-            scores[setting] = (image - hub_weight * (np.nan_to_num(hubs[setting], nan=hub_mean) - hub_mean)[None, :], text, own, relevant)
+            scores[setting] = (hub_corrected(image, np.nan_to_num(hubs[setting], nan=hub_mean)[None, :], hub_weight, hub_mean), text, own, relevant)
     image, text, _, _ = scores["numbered"]
     stats = {"image": ViewStats(mean=float(image.mean()), std=float(image.std())), "text": ViewStats(mean=float(np.nanmean(text)), std=float(np.nanstd(text)))}
     # As the retriever fuses (retrievers.image.fuse_calibrated): an image with text of its own
