@@ -53,6 +53,10 @@ class CollectionSpec:
     encoder: str
     modality: str = "text"
     payload_indexes: tuple[str, ...] = ("source", "source_hash", "content_hash", "modality")
+    # Other encoders whose vectors are mixed into this collection's vectors, by config section:
+    # a video corpus's rows hold the text encoder's vectors and, when it embeds frames into the
+    # text space, the image encoder's ({"encoders.image": "ragmm-lite0"}).
+    mixed_in: Mapping[str, str] = field(default_factory=dict)
 
     def encoder_of(self, vector: str) -> str:
         """The encoder identity that made ``vector``."""
@@ -65,6 +69,7 @@ class CollectionSpec:
             "encoder": self.encoder,
             "modality": self.modality,
             "payload_indexes": list(self.payload_indexes),
+            **({"mixed_in": dict(self.mixed_in)} if self.mixed_in else {}),
         }
 
     @classmethod
@@ -75,6 +80,7 @@ class CollectionSpec:
             encoder=d["encoder"],
             modality=d.get("modality", "text"),
             payload_indexes=tuple(d.get("payload_indexes", ())),
+            mixed_in=dict(d.get("mixed_in", {})),
         )
 
 

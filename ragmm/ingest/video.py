@@ -163,7 +163,10 @@ class VideoReader:
     def collections(self) -> list[CollectionSpec]:
         dim = self.text_encoder.dim
         vectors = {ROWS: VectorSpec(size=dim, distance="cosine", multivector=True), POOLED: VectorSpec(size=dim, distance="cosine")}
-        return [CollectionSpec(name=name, vectors=vectors, encoder=self.text_encoder.name, modality="video") for name in (CLIP, VIDEO)]
+        # Frames embedded into the text space are the image encoder's vectors among the rows:
+        # the collection records which, so another image encoder is refused rather than mixed in.
+        mixed_in = {"encoders.image": self.frame_encoder.name} if self.frame_encoder is not None else {}
+        return [CollectionSpec(name=name, vectors=vectors, encoder=self.text_encoder.name, modality="video", mixed_in=mixed_in) for name in (CLIP, VIDEO)]
 
     def read(self, source: SourceFile) -> ParsedVideo:
         """Decode, transcribe, OCR and cut one video into clips.

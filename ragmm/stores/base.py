@@ -16,6 +16,7 @@ both backends return the same candidates.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragmm.errors import ConfigError
 from ragmm.protocols import CollectionSpec, Prefetch, SearchRequest, StoredPoint, Where
-from ragmm.stores.common import check_name, check_same_spec, check_vector, missing_collection, to_list, valid_name
+from ragmm.stores.common import check_name, check_same_spec, check_vector, missing_collection, to_list, unrecorded_mixed_in, valid_name
+
+log = logging.getLogger(__name__)
 
 Quantization = Literal["none", "int8"]
 
@@ -133,8 +136,9 @@ class QdrantStore(ABC):
         """Create a new collection with its payload indexes and remember ``spec`` with it."""
 
     @abstractmethod
-    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str]) -> None:
-        """Index ``fields`` of an existing collection and store ``spec`` (which lists them)."""
+    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str], respec: bool = False) -> None:
+        """Index ``fields`` of an existing collection and, with ``respec``, store ``spec`` (which
+        lists them, and records what else changed)."""
 
     @abstractmethod
     def _names(self) -> list[str]:
@@ -211,10 +215,19 @@ class QdrantStore(ABC):
                 self._specs[name] = spec
                 return
             check_same_spec(stored, spec, self.location)
+            unrecorded = unrecorded_mixed_in(stored, spec, self.location)
+            if unrecorded:
+                log.warning(
+                    "collection %r in %s does not record which %s it mixes into its vectors (built before ragmm recorded it); "
+                    "recording the configured one now: if it was built with another, re-index it",
+                    name, self.location, ", ".join(f"{section.split('.')[-1]} encoder ({n})" for section, n in unrecorded.items()),
+                )  # fmt: skip
             missing = tuple(f for f in spec.payload_indexes if f not in stored.payload_indexes)
-            if missing:
-                stored = CollectionSpec.from_dict({**stored.to_dict(), "payload_indexes": [*stored.payload_indexes, *missing]})
-            self._add_payload_indexes(stored, missing)
+            if missing or unrecorded:
+                stored = CollectionSpec.from_dict(
+                    {**stored.to_dict(), "payload_indexes": [*stored.payload_indexes, *missing], "mixed_in": {**stored.mixed_in, **unrecorded}}
+                )
+            self._add_payload_indexes(stored, missing, respec=bool(missing or unrecorded))
             self._specs[name] = stored
 
     def get_spec(self, name: str) -> CollectionSpec | None:

@@ -63,6 +63,28 @@ def check_same_spec(stored: CollectionSpec, asked: CollectionSpec, where: str) -
     )
 
 
+def unrecorded_mixed_in(stored: CollectionSpec, asked: CollectionSpec, where: str) -> dict[str, str]:
+    """Check the encoders ``asked`` mixes into its vectors (``mixed_in``) against those the
+    collection recorded; returns the ones it has no record of (a collection built before ragmm
+    recorded them), for the caller to record.
+
+    Raises:
+        EncoderMismatchError: a recorded one differs (one line: both encoders and the two ways out).
+    """
+    unrecorded: dict[str, str] = {}
+    for section, name in asked.mixed_in.items():
+        built = stored.mixed_in.get(section)
+        if built is None:
+            unrecorded[section] = name
+        elif built != name:
+            raise EncoderMismatchError(
+                f"collection {stored.name!r} in {where} holds vectors of {section.split('.')[-1]} encoder {built!r} (its {stored.modality} frames), "
+                f"but {name!r} is configured; to use it as built, set [{section}] {encoder_setting(built)} in the config; to re-index it, "
+                f"delete {where} (or index into another store path) and run `ragmm index` again"
+            )
+    return unrecorded
+
+
 def encoder_section(spec: CollectionSpec, vector: str | None = None) -> str:
     """The config section of the encoder that made ``vector`` (default: the collection's own
     encoder): ``encoders.image`` for the pixels of an image corpus, else ``encoders.text``."""

@@ -119,9 +119,10 @@ class EdgeStore(QdrantStore):
         shard.flush()
         self._write_spec(spec)
 
-    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str]) -> None:
+    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str], respec: bool = False) -> None:
         if fields:
             self._index_fields(self._shard(spec.name), fields)
+        if fields or respec:
             self._write_spec(spec)
 
     def _names(self) -> list[str]:

@@ -178,9 +178,9 @@ class ServerStore(QdrantStore):
         )
         self._index(spec.name, list(spec.payload_indexes))
 
-    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str]) -> None:
+    def _add_payload_indexes(self, spec: CollectionSpec, fields: Sequence[str], respec: bool = False) -> None:
         qname = self._qname(spec.name)
-        if fields:
+        if fields or respec:
             self.client.update_collection(qname, metadata={SPEC_KEY: spec.to_dict()})
         if not self.memory:
             # also those a create_collection cut short after creating the collection left out

@@ -238,6 +238,15 @@ def test_reader_and_retriever_fit_their_protocols(tmp_path):
     assert set(specs) == {CLIP, VIDEO}
     assert specs[CLIP].vectors[ROWS].multivector and not specs[CLIP].vectors[POOLED].multivector
     assert specs[CLIP].encoder == "hash-test-encoder" and specs[CLIP].modality == "video"
+    assert specs[CLIP].mixed_in == {}  # no image encoder: no frame vectors among the rows
+
+    class FrameEncoder:  # an image encoder trained into the text encoder's space
+        name, dim, modality, text_space = "frames-test-encoder", 8, "image", "hash-test-encoder"
+
+    framed = quiet_reader({"text": HashEncoder(), "image": FrameEncoder()}).collections()
+    assert all(s.mixed_in == {"encoders.image": "frames-test-encoder"} for s in framed)
+    FrameEncoder.text_space = "another-space"  # its own space: frames are not embedded, nothing mixed in
+    assert all(s.mixed_in == {} for s in quiet_reader({"text": HashEncoder(), "image": FrameEncoder()}).collections())
     store = EdgeStore(tmp_path / "s")
     assert isinstance(VideoRetriever(None, store, {"text": HashEncoder()}), Retriever)
     store.close()

@@ -125,6 +125,43 @@ def test_other_encoder_is_a_mismatch(store, other):
     assert store.get_spec("paragraph") == dense_spec()
 
 
+def frames_spec(image_encoder: str | None) -> CollectionSpec:
+    """A video corpus whose rows mix in an image encoder's frame vectors (``None``: none recorded)."""
+    mixed = {"encoders.image": image_encoder} if image_encoder else {}
+    return CollectionSpec("clip", {"rows": VectorSpec(DIM, multivector=True)}, encoder="enc-a", modality="video", payload_indexes=("source",), mixed_in=mixed)
+
+
+def test_a_mixed_in_encoder_is_recorded_and_checked(store):
+    store.create_collection(frames_spec("ragmm-clipart"))
+    store.create_collection(frames_spec("ragmm-clipart"))  # the same: fine
+    store.create_collection(frames_spec(None))  # frames off now: the rows stay comparable
+    with pytest.raises(EncoderMismatchError) as err:
+        store.create_collection(frames_spec("ragmm-lite0"))
+    msg = str(err.value)
+    assert "'clip'" in msg and "'ragmm-clipart'" in msg and "'ragmm-lite0'" in msg and "\n" not in msg
+    assert '[encoders.image] type = "ragmm-clipart"' in msg and "run `ragmm index` again" in msg
+    assert store.get_spec("clip").mixed_in == {"encoders.image": "ragmm-clipart"}
+
+
+def test_a_collection_built_before_the_record_gets_it_with_a_warning(fast_tmp, caplog):
+    store = EdgeStore(fast_tmp / "store")
+    store.create_collection(frames_spec(None))  # as a store built before ragmm recorded frames
+    with caplog.at_level("WARNING", logger="ragmm.stores.base"):
+        store.create_collection(frames_spec("ragmm-lite0"))
+    assert "does not record which image encoder (ragmm-lite0)" in caplog.text
+    store.close()
+    reopened = EdgeStore(fast_tmp / "store")  # the record was written down
+    assert reopened.get_spec("clip").mixed_in == {"encoders.image": "ragmm-lite0"}
+    with pytest.raises(EncoderMismatchError, match="ragmm-lite0"):
+        reopened.create_collection(frames_spec("ragmm-clipart"))
+    reopened.close()
+    server = ServerStore(location=":memory:")
+    server.create_collection(frames_spec(None))
+    server.create_collection(frames_spec("ragmm-lite0"))
+    assert server.get_spec("clip").mixed_in == {"encoders.image": "ragmm-lite0"}
+    server.close()
+
+
 def test_search_matches_brute_force(store, data):
     x, q, _ = data
     fill(store, data)
