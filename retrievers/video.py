@@ -181,6 +181,12 @@ class VideoRetriever:
                 f"corpus '{spec.name}' was built with text encoder {spec.encoder}, but the configured one is {self.text_encoder.name}; "
                 "configure that encoder again ([encoders.text]), or re-index into a new store path"
             )
+        built = spec.mixed_in.get("encoders.image")
+        if query.image is not None and built and "image" in self.encoders and self.encoders["image"].name != built:
+            # a query image embedded by another image encoder than the frames were
+            from ragmm.stores.common import mixed_in_mismatch
+
+            raise mixed_in_mismatch(spec, "encoders.image", self.encoders["image"].name, getattr(self.store, "location", "the store"))
         vectors = self.query_vectors(query)
         if not vectors:
             return []

@@ -77,12 +77,18 @@ def unrecorded_mixed_in(stored: CollectionSpec, asked: CollectionSpec, where: st
         if built is None:
             unrecorded[section] = name
         elif built != name:
-            raise EncoderMismatchError(
-                f"collection {stored.name!r} in {where} holds vectors of {section.split('.')[-1]} encoder {built!r} (its {stored.modality} frames), "
-                f"but {name!r} is configured; to use it as built, set [{section}] {encoder_setting(built)} in the config; to re-index it, "
-                f"delete {where} (or index into another store path) and run `ragmm index` again"
-            )
+            raise mixed_in_mismatch(stored, section, name, where)
     return unrecorded
+
+
+def mixed_in_mismatch(spec: CollectionSpec, section: str, configured: str, where: str) -> EncoderMismatchError:
+    """The error for a collection whose vectors mix in another ``section`` encoder than ``configured``."""
+    built = spec.mixed_in[section]
+    return EncoderMismatchError(
+        f"collection {spec.name!r} in {where} holds vectors of {section.split('.')[-1]} encoder {built!r} (its {spec.modality} frames), "
+        f"but {configured!r} is configured; to use it as built, set [{section}] {encoder_setting(built)} in the config; to re-index it, "
+        f"delete {where} (or index into another store path) and run `ragmm index` again"
+    )
 
 
 def encoder_section(spec: CollectionSpec, vector: str | None = None) -> str:

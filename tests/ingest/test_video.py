@@ -9,11 +9,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from ragmm.errors import InputError
+from ragmm.errors import EncoderMismatchError, InputError
 from ragmm.ingest.asr import Segment, model_files
 from ragmm.ingest.subtitles import parse_cues, read_sidecar
 from ragmm.ingest.video import CLIP, FRAME, METADATA, OCR_TEXT, POOLED, ROWS, SPEECH, VIDEO, ParsedVideo, VideoReader, cut_clips
 from ragmm.protocols import SourceFile
+from ragmm.types import Query
 from tests.fixtures.videos import TALK, TALK_METADATA, Scene, make_video
 
 
@@ -97,7 +98,6 @@ def test_talk_is_found_through_a_store(tmp_path, talk, text_encoder, image_encod
     """Index the points into an Edge store and ask when the budget is mentioned."""
     from ragmm.retrievers.video import VideoRetriever
     from ragmm.stores.edge import EdgeStore
-    from ragmm.types import Query
 
     _, encoded = talk
     store = EdgeStore(tmp_path / "store")
@@ -249,6 +249,20 @@ def test_reader_and_retriever_fit_their_protocols(tmp_path):
     assert all(s.mixed_in == {} for s in quiet_reader({"text": HashEncoder(), "image": FrameEncoder()}).collections())
     store = EdgeStore(tmp_path / "s")
     assert isinstance(VideoRetriever(None, store, {"text": HashEncoder()}), Retriever)
+    # a query image embedded by another image encoder than the frames were: refused in one line
+    FrameEncoder.text_space = "hash-test-encoder"
+    for spec in framed:
+        store.create_collection(spec)
+
+    class OtherFrames(FrameEncoder):
+        name = "other-frames-encoder"
+
+    text = HashEncoder()
+    text.encode_query = text.encode_document  # type: ignore[attr-defined]
+    retriever = VideoRetriever(None, store, {"text": text, "image": OtherFrames()})
+    with pytest.raises(EncoderMismatchError, match="'frames-test-encoder' .*'other-frames-encoder' is configured"):
+        retriever.retrieve(Query("", image=np.zeros((4, 4, 3), np.uint8)), CLIP, k=1)
+    assert retriever.retrieve(Query("a question"), CLIP, k=1) == []  # text queries do not use the image encoder
     store.close()
 
 
