@@ -28,9 +28,9 @@ runs lower than a text-text one), which ``calibrated`` fusion takes into account
   configured text encoder, else ``max``.
 
 Hubness correction: some images sit close to very many captions (hubs) and crowd every text
-query's top 10. An image encoder may ship a bank of caption embeddings (:data:`HUB_BANK_FILE`,
-beside its weights, as ``ragmm-lite0`` does); each image then records at index time its mean
-cosine to its 10 nearest bank captions (its ``hub`` metadata), and ``calibrated`` fusion
+query's top 10. An image encoder may ship a bank of caption embeddings beside its weights
+(:mod:`ragmm.encoders.hubness`; ``ragmm-lite0`` does); each image then records at index time its
+mean cosine to its 10 nearest bank captions (its ``hub`` metadata), and ``calibrated`` fusion
 subtracts ``hub_weight * (hub - hub_mean)`` from its image cosine for text queries (CSLS, Conneau
 et al. 2018, "Word Translation Without Parallel Data"), re-sorting a candidate list a little
 longer than ``k``. Images indexed without a ``hub`` count as the mean: no change.
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,8 +60,6 @@ log = logging.getLogger(__name__)
 IMAGE_VECTOR = "image"
 TEXT_VECTOR = "text"
 FUSION_FILE = "fusion.json"  # an image encoder's fitted Calibration, beside its weights
-HUB_BANK_FILE = "hub_bank.npy"  # (M, D) caption embeddings for the hubness correction, beside its weights
-HUB_NEIGHBOURS = 10  # an image's hubness: its mean cosine to this many nearest bank captions
 HUB_EXTRA_CANDIDATES = 20  # with the correction, the image view is searched this much deeper than k
 Fusion = Literal["auto", "max", "mean", "calibrated"]
 
@@ -140,27 +137,6 @@ def fuse_calibrated(image: float, text: float | None, calibration: Calibration, 
     return image + w * calibration.image.std * (text - calibration.text.mean) / calibration.text.std
 
 
-def hubness(vectors: np.ndarray, bank: np.ndarray, k: int = HUB_NEIGHBOURS) -> np.ndarray:
-    """``(N,)``: each of ``vectors`` (``(N, D)``) its mean cosine to its ``k`` nearest rows of
-    ``bank`` (``(M, D)``, caption embeddings): how much of a hub it is.
-
-    Example:
-        >>> import numpy as np
-        >>> bank = np.eye(3, dtype=np.float32)
-        >>> [round(float(h), 3) for h in hubness(np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), bank, k=2)]
-        [0.577, 0.5]
-    """
-    import numpy as np
-
-    v = np.asarray(vectors, np.float32)
-    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-    b = np.asarray(bank, np.float32)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    sims = v @ b.T  # (N, M)
-    k = min(k, b.shape[0])
-    return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
-
-
 def hub_corrected(image: Any, hub: Any, hub_weight: float, hub_mean: float) -> Any:
     """The image cosine(s) less ``hub_weight * (hub - hub_mean)``: the hubness correction
     (floats or numpy arrays).
@@ -172,45 +148,6 @@ def hub_corrected(image: Any, hub: Any, hub_weight: float, hub_mean: float) -> A
     return image - hub_weight * (hub - hub_mean)
 
 
-def encoder_folder(image_encoder: Encoder) -> Path | None:
-    """The folder of a shipped tower (``ragmm-lite0``) or of a trained one (its name), if any."""
-    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
-
-    name = str(getattr(image_encoder, "name", ""))
-    if not name:
-        return None
-    folder = shipped_path(name) if name in SHIPPED_TOWERS else Path(name)
-    return folder if folder.is_dir() else None
-
-
-_BANKS: dict[tuple[str, int], np.ndarray] = {}
-
-
-def encoder_hub_bank(image_encoder: Encoder) -> np.ndarray | None:
-    """The ``(M, D)`` caption bank shipped beside ``image_encoder``'s weights, if any.
-
-    Raises:
-        ConfigError: the file exists but is not a 2-d array of the encoder's dimension.
-    """
-    import numpy as np
-
-    folder = encoder_folder(image_encoder)
-    path = folder / HUB_BANK_FILE if folder is not None else None
-    if path is None or not path.is_file():
-        return None
-    key = (str(path), path.stat().st_mtime_ns)
-    if key not in _BANKS:
-        try:
-            bank = np.load(path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a caption bank ({exc}); fit it again with python -m ragmm.training.data.clipart --fit-fusion") from exc
-        dim = getattr(image_encoder, "dim", None)
-        if bank.ndim != 2 or (dim is not None and bank.shape[1] != dim):
-            raise ConfigError(f"{path}: a caption bank must be (M, {dim}), got {bank.shape}; fit it again with python -m ragmm.training.data.clipart --fit-fusion")
-        _BANKS[key] = bank
-    return _BANKS[key]
-
-
 def encoder_calibration(image_encoder: Encoder, text_encoder: Encoder) -> Calibration | None:
     """The calibration shipped beside ``image_encoder``'s weights for ``text_encoder``, if any.
 
@@ -220,6 +157,8 @@ def encoder_calibration(image_encoder: Encoder, text_encoder: Encoder) -> Calibr
     Raises:
         ConfigError: the file exists but is not a valid calibration.
     """
+    from ragmm.encoders.image_text import encoder_folder
+
     folder = encoder_folder(image_encoder)
     path = folder / FUSION_FILE if folder is not None else None
     if path is None or not path.is_file():

@@ -256,10 +256,10 @@ class Probe:
 
 def hubness(images: Tensor, bank: Tensor, k: int = 10) -> Tensor:
     """``(N,)``: each image's mean cosine to its ``k`` nearest texts of ``bank`` (``(M, D)``),
-    as the image retriever's hubness correction computes it (:func:`ragmm.retrievers.image.hubness`).
+    as the image retriever's hubness correction computes it (:func:`ragmm.encoders.hubness.hubness`).
     Subtracting a share of it from every query's cosine is the CSLS correction (Conneau et al.
     2018): an image close to many texts, a hub, stops crowding every query's top 10."""
-    from ragmm.retrievers.image import hubness as image_hubness
+    from ragmm.encoders.hubness import hubness as image_hubness
 
     return torch.from_numpy(image_hubness(images.detach().float().numpy(), bank.detach().float().numpy(), k)).to(images.dtype)
 

@@ -72,6 +72,20 @@ def shipped_path(name: str = SHIPPED) -> Path:
     return Path(__file__).resolve().parent / "weights" / name
 
 
+def tower_folder(name: str) -> Path:
+    """The folder of an image model named as ``[encoders.image] model`` names it: a shipped tower
+    by name (``ragmm-lite0``), else the path given (a trained folder)."""
+    return shipped_path(name) if name in SHIPPED_TOWERS else Path(name).expanduser()
+
+
+def encoder_folder(encoder: Any) -> Path | None:
+    """The folder an image encoder's weights (and what ships beside them) live in, if it has one
+    (a hub id or an unnamed encoder has none)."""
+    name = str(getattr(encoder, "name", ""))
+    folder = tower_folder(name) if name else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def _tower_class(type_name: str) -> Any:
     """The image tower class a checkpoint names (only ragmm's own two are allowed)."""
     if type_name == TRUNK_TOWER_TYPE:

@@ -109,7 +109,7 @@ class ImageReader:
             Item(corpus=IMAGE, source=p.key, text=p.item_text(), locator=Locator(), modality="image", source_hash=p.source_hash, metadata=p.metadata())
             for p in batch
         ]
-        from ragmm.retrievers.image import encoder_hub_bank, hubness
+        from ragmm.encoders.hubness import encoder_hub_bank, hubness
 
         bank = encoder_hub_bank(image_encoder)
         if bank is not None:  # how much of a hub each image is, for the retriever's correction

@@ -221,7 +221,7 @@ def test_hubness_correction_demotes_a_hub_and_finds_past_k(hub_store):
 
 
 def test_hub_bank_is_read_beside_the_weights(tmp_path):
-    from ragmm.retrievers.image import HUB_BANK_FILE, encoder_hub_bank, hubness
+    from ragmm.encoders.hubness import HUB_BANK_FILE, encoder_hub_bank, hubness
 
     folder = tmp_path / "tower"
     folder.mkdir()
@@ -244,7 +244,7 @@ def test_image_items_record_their_hubness_when_the_encoder_ships_a_bank(tmp_path
     from ragmm.config import IndexSettings
     from ragmm.ingest.image_reader import ImageReader
     from ragmm.ingest.images import decode_image
-    from ragmm.retrievers.image import HUB_BANK_FILE
+    from ragmm.encoders.hubness import HUB_BANK_FILE
 
     class PixelEncoder(NamedEncoder):
         def encode_document(self, images):

@@ -101,7 +101,7 @@ def test_hub_bank_holds_each_training_caption_once(tmp_path):
 
     import numpy as np
 
-    from ragmm.retrievers.image import HUB_BANK_FILE
+    from ragmm.encoders.hubness import HUB_BANK_FILE
     from ragmm.training.data.clipart import write_hub_bank
 
     rows = [{"caption": c, "image": f"/x/{i}.png", "source": "openclipart"} for i, c in enumerate(["A star.", "A koala.", "A star."])]

@@ -373,9 +373,9 @@ def store_slug(image_model: str) -> str:
     """
     import hashlib
 
-    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+    from ragmm.encoders.image_text import tower_folder
 
-    folder = shipped_path(image_model) if image_model in SHIPPED_TOWERS else Path(image_model).expanduser()
+    folder = tower_folder(image_model)
     digest = hashlib.sha1()
     if folder.is_dir():
         for f in sorted(folder.rglob("*")):
@@ -391,14 +391,13 @@ def write_hub_bank(out: Path, image_model: str, text_encoder: Any) -> Path:
     the distinct captions of ``out/train.jsonl`` (float16), the hubness correction's bank."""
     import numpy as np
 
-    from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
-    from ragmm.retrievers.image import HUB_BANK_FILE
+    from ragmm.encoders.hubness import HUB_BANK_FILE
+    from ragmm.encoders.image_text import tower_folder
 
     captions = sorted({json.loads(line)["caption"] for line in (out / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()})
     vectors = np.asarray(text_encoder.encode_document(captions), np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    folder = shipped_path(image_model) if image_model in SHIPPED_TOWERS else Path(image_model)
-    path = folder / HUB_BANK_FILE
+    path = tower_folder(image_model) / HUB_BANK_FILE
     np.save(path, vectors.astype(np.float16))
     return path
 
@@ -504,11 +503,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fusion-report", type=Path, default=Path("eval/fusion-dev"), help="folder for the dev report (summary.json, per-run reports)")
     args = ap.parse_args(argv)
     if args.fit_fusion:
-        from ragmm.encoders.image_text import SHIPPED_TOWERS, shipped_path
+        from ragmm.encoders.image_text import tower_folder
         from ragmm.retrievers.image import FUSION_FILE
 
         result = fit_fusion(args.out, args.fit_fusion, report_dir=args.fusion_report, hub_weight=args.hub_weight)
-        target = args.fusion_out or (shipped_path(args.fit_fusion) if args.fit_fusion in SHIPPED_TOWERS else Path(args.fit_fusion))
+        target = args.fusion_out or tower_folder(args.fit_fusion)
         (target / FUSION_FILE).write_text(json.dumps(result["calibration"], indent=2) + "\n", encoding="utf-8")
         args.fusion_report.mkdir(parents=True, exist_ok=True)
         (args.fusion_report / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
